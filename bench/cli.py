@@ -1,0 +1,132 @@
+"""Command line: `python -m bench run | list | perf | clean-cache`.
+
+Bad input ends with a one-line error naming the fix and exit code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.errors import BenchError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description="decompbench: compare activation decompositions")
+    sub = p.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="harvest activations, fit methods, run tasks, print the leaderboard")
+    run.add_argument("--methods", default="all", help="comma-separated method specs, e.g. pca,sae-relu[l1_coeff=1e-3]")
+    run.add_argument("--tasks", default="all", help="comma-separated task names")
+    run.add_argument("--model", default="smollm2-135m", help="registered model name or a local checkpoint directory")
+    run.add_argument("--layer", type=int, default=None, help="block index of the hook (default: the model's)")
+    run.add_argument("--hook-point", default="resid_post",
+                     choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
+    run.add_argument("--preset", default="default", help="smoke | default")
+    run.add_argument("--out", type=Path, default=None, help="run directory (default runs/<time>-<preset>); "
+                     "an existing one is resumed")
+    run.add_argument("--device", default="cpu", help="cpu | cuda")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--text", default=None, help="your own .txt/.jsonl corpus, or a locally cached HF dataset name")
+    run.add_argument("--matched-k", type=int, default=None, help="k for top-k rows (default: the SAE's L0)")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (results are bit-reproducible "
+                     "for a fixed seed and thread count)")
+
+    sub.add_parser("list", help="registered models, methods and tasks")
+
+    perf = sub.add_parser("perf", help="measure harvesting throughput against a bare forward pass")
+    perf.add_argument("--model", default="smollm2-135m")
+    perf.add_argument("--layer", type=int, default=None)
+    perf.add_argument("--tokens", type=int, default=8192)
+    perf.add_argument("--batch", type=int, default=32)
+
+    clean = sub.add_parser("clean-cache", help="delete cached activations (and converted models with --models)")
+    clean.add_argument("--activations", action="store_true", help="delete harvested activations")
+    clean.add_argument("--models", action="store_true", help="delete converted model weights")
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.config import make_config
+    from bench.runner import Runner, default_out
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device not in {"cpu", "cuda"} and not args.device.startswith("cuda:"):
+        raise BenchError(f"unknown device {args.device!r}; use cpu or cuda")
+    cfg = make_config(
+        args.preset, model=args.model, layer=args.layer, hook_point=args.hook_point, methods=(args.methods,),
+        tasks=(args.tasks,), device=args.device, seed=args.seed, text=args.text, matched_k=args.matched_k,
+    )
+    if args.layer is not None and args.layer < 0:
+        raise BenchError(f"layer {args.layer} is out of range: use a block index >= 0 (--layer)")
+    Runner(cfg, args.out or default_out(cfg)).run()
+    return 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    import methods
+    import tasks
+    from bench.config import PRESETS
+    from bench.models import MODELS
+
+    console = Console()
+    console.print("[bold]models[/]")
+    for name, e in MODELS.items():
+        console.print(f"  {name:22s} {e.description} (default layer {e.default_layer})")
+    console.print("[bold]methods[/]")
+    for name, cls in methods.REGISTRY.items():
+        params = ", ".join(f"{k}={v}" for k, v in methods.method_fields(cls).items())
+        console.print(f"  {name:22s} {cls.description}" + (f"  [dim]({params})[/]" if params else ""))
+    console.print("[bold]tasks[/]")
+    for name, cls in tasks.REGISTRY.items():
+        console.print(f"  {name:22s} {cls.description}")
+    console.print("[bold]presets[/]")
+    console.print("  " + ", ".join(PRESETS))
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from bench.perf import harvest_throughput
+
+    harvest_throughput(args.model, args.layer, args.tokens, args.batch, Console())
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from bench.paths import cache_dir
+
+    if not (args.activations or args.models):
+        raise BenchError("say what to delete: --activations and/or --models")
+    for flag, sub in ((args.activations, "activations"), (args.models, "models")):
+        target = cache_dir() / sub
+        if flag and target.exists():
+            shutil.rmtree(target)
+            print(f"deleted {target}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "perf": cmd_perf, "clean-cache": cmd_clean}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        args = _parser().parse_args(["run", *(argv or sys.argv[1:])])
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: finished results are kept; rerun with the same --out to resume")
+        return 130

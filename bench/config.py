@@ -1,0 +1,71 @@
+"""Run configuration: one typed dataclass, filled from a preset and then from the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bench.errors import BenchError
+from bench.store import ExclusionRule
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = "smollm2-135m"
+    layer: int | None = None  # None: the model's default layer
+    hook_point: str = "resid_post"
+    methods: tuple[str, ...] = ("all",)
+    tasks: tuple[str, ...] = ("all",)
+    preset: str = "default"
+    device: str = "cpu"
+    seed: int = 0
+    text: str | None = None  # None: the shipped corpus
+    ctx_len: int = 128
+    train_contexts: int = 2048
+    eval_contexts: int = 256
+    harvest_batch: int = 32
+    exclusion: ExclusionRule = field(default_factory=ExclusionRule)
+    matched_k: int | None = None  # None: the first sparse method's L0 on the eval split
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method name
+    task_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task name
+
+    def hook(self, default_layer: int) -> str:
+        layer = default_layer if self.layer is None else self.layer
+        return f"blocks.{layer}.hook_{self.hook_point}"
+
+    @property
+    def train_tokens(self) -> int:
+        return self.train_contexts * self.ctx_len
+
+
+# Sizes are chosen for 2 CPU cores: smoke < 3 min from a fresh install, default < 15 min cold, < 5 min warm.
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        train_contexts=160,  # 20k tokens
+        eval_contexts=32,
+        method_params={
+            "sae-relu": dict(dict_ratio=2.0, batch_size=512, epochs=6.0, warmup_steps=20),
+            "random": dict(dict_ratio=2.0),
+            "ica": dict(max_tokens=4_000, max_iter=40),
+        },
+        task_params={"loss_recovered": dict(n_contexts=8)},
+    ),
+    "default": dict(
+        train_contexts=2048,  # 262k tokens
+        eval_contexts=256,  # 33k tokens
+        method_params={
+            "sae-relu": dict(dict_ratio=4.0, batch_size=1024, epochs=2.0),
+            "random": dict(dict_ratio=4.0),
+            "ica": dict(max_tokens=10_000, max_iter=100),
+        },
+        task_params={"loss_recovered": dict(n_contexts=32)},
+    ),
+}
+
+
+def make_config(preset: str = "default", **overrides: Any) -> RunConfig:
+    if preset not in PRESETS:
+        raise BenchError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(RunConfig(), preset=preset, **values)

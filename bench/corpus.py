@@ -1,0 +1,173 @@
+"""Text: the shipped English corpus (or a user's own), split by document, cut into fixed-length token contexts.
+
+The shipped corpus (`bench/data/corpus.jsonl.xz`, rebuilt by `scripts/build_corpus.py`, sources and licences in
+`bench/data/SOURCES.md`) mixes genres (fiction, scripture, quotations, definitions, technical prose, jargon);
+each document carries its genre label, a free real label for probing and erasure tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from bench.errors import BenchError
+
+DEFAULT_CORPUS = Path(__file__).parent / "data" / "corpus.jsonl.xz"
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    genre: str
+    text: str
+    title: str = ""
+    source: str = ""
+
+
+def _from_records(records: Iterable[dict], origin: str) -> list[Document]:
+    docs = []
+    for i, r in enumerate(records):
+        if not isinstance(r, dict) or not isinstance(r.get("text"), str):
+            raise BenchError(f"{origin}: record {i} has no string field 'text'")
+        docs.append(Document(str(r.get("id", f"doc-{i:06d}")), str(r.get("genre", "unlabelled")), r["text"],
+                             str(r.get("title", "")), str(r.get("source", origin))))
+    return docs
+
+
+def _read_jsonl(lines: Iterable[str], origin: str) -> list[Document]:
+    records = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise BenchError(f"{origin}: line {n} is not valid JSON; each line must be an object with 'text'") from None
+    return _from_records(records, origin)
+
+
+def _read_txt(text: str, origin: str, words_per_doc: int = 1500) -> list[Document]:
+    """Plain text: paragraphs (blank-line separated) grouped into documents of about `words_per_doc` words."""
+    docs, block, count = [], [], 0
+    for para in (p.strip() for p in text.split("\n\n")):
+        if not para:
+            continue
+        block.append(para)
+        count += len(para.split())
+        if count >= words_per_doc:
+            docs.append("\n\n".join(block))
+            block, count = [], 0
+    if block:
+        docs.append("\n\n".join(block))
+    stem = Path(origin).stem
+    return [Document(f"{stem}-{i:05d}", "unlabelled", t, source=origin) for i, t in enumerate(docs)]
+
+
+def load_corpus(text: str | None = None) -> list[Document]:
+    """The shipped corpus, a user's .txt / .jsonl(.xz|.gz) file, or a locally cached Hugging Face dataset name."""
+    if text is None:
+        with lzma.open(DEFAULT_CORPUS, "rt", encoding="utf-8") as f:
+            return _read_jsonl(f, "shipped corpus")
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.suffix in {".xz", ".gz"}:
+            import gzip
+
+            opener = lzma.open if path.suffix == ".xz" else gzip.open
+            with opener(path, "rt", encoding="utf-8") as f:
+                return _read_jsonl(f, str(path))
+        if path.suffix == ".jsonl":
+            with open(path, encoding="utf-8") as f:
+                return _read_jsonl(f, str(path))
+        if path.suffix == ".txt":
+            return _read_txt(path.read_text(encoding="utf-8", errors="replace"), str(path))
+        raise BenchError(f"--text {path}: use a .txt, .jsonl, .jsonl.xz or .jsonl.gz file")
+    if os.sep in text or text.endswith((".txt", ".jsonl")):
+        raise BenchError(f"--text {text}: no such file")
+    return _load_hf_dataset(text)
+
+
+def _load_hf_dataset(name: str) -> list[Document]:
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, split="train")
+    except Exception:  # noqa: BLE001 - any failure means it is not available offline
+        raise BenchError(
+            f"--text {name}: not a file and not a Hugging Face dataset in the local cache; nothing is downloaded at run time"
+        ) from None
+    return _from_records(({"id": f"{name}-{i}", **row} for i, row in enumerate(ds)), name)
+
+
+def corpus_fingerprint(docs: list[Document]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.id.encode() + b"\0" + d.genre.encode() + b"\0" + d.text.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _doc_hash(doc_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big")
+
+
+def split_documents(docs: list[Document], eval_fraction: float = 0.1) -> dict[str, list[Document]]:
+    """Deterministic split by document id (independent of the run's seed), each split in a fixed shuffled order."""
+    threshold = int(eval_fraction * 2**64)
+    order = sorted(docs, key=lambda d: _doc_hash("order:" + d.id))
+    return {
+        "train": [d for d in order if _doc_hash("split:" + d.id) >= threshold],
+        "eval": [d for d in order if _doc_hash("split:" + d.id) < threshold],
+    }
+
+
+@dataclass
+class Contexts:
+    """tokens `[n, ctx_len]` int32; doc `[n]` int32 index into `documents`."""
+
+    tokens: np.ndarray
+    doc: np.ndarray
+    documents: list[Document]
+
+
+def make_contexts(
+    docs: list[Document],
+    tokenize: Callable[[str], list[int]],
+    ctx_len: int,
+    n_contexts: int,
+    bos_id: int | None = None,
+    max_per_doc: int = 16,
+) -> Contexts:
+    """Cut documents (in the given order) into non-overlapping windows of `ctx_len` tokens.
+
+    At most `max_per_doc` windows come from one document, so that a small sample still spans many documents and
+    genres. With `bos_id`, every context starts with that token followed by `ctx_len - 1` text tokens.
+    """
+    body = ctx_len - (bos_id is not None)
+    rows: list[list[int]] = []
+    doc_idx: list[int] = []
+    used: list[Document] = []
+    for doc in docs:
+        if len(rows) >= n_contexts:
+            break
+        ids = tokenize(doc.text)
+        n = min(len(ids) // body, max_per_doc, n_contexts - len(rows))
+        if n == 0:
+            continue
+        for w in range(n):
+            window = ids[w * body : (w + 1) * body]
+            rows.append(([bos_id] if bos_id is not None else []) + window)
+            doc_idx.append(len(used))
+        used.append(doc)
+    if len(rows) < n_contexts:
+        raise BenchError(
+            f"the text yields only {len(rows)} contexts of {ctx_len} tokens but {n_contexts} are needed: "
+            "give more text (--text) or fewer tokens (--preset smoke)"
+        )
+    return Contexts(np.asarray(rows, dtype=np.int32), np.asarray(doc_idx, dtype=np.int32), used)

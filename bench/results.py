@@ -1,0 +1,74 @@
+"""Result files: one JSON per (model, hook, method, task), written atomically, read back for resume and reports."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import BenchError
+from bench.io import atomic_write_json
+
+SCHEMA = "decompbench.result/1"
+_PACKAGES = ("decompbench", "torch", "transformers", "transformer-lens", "scikit-learn", "numpy", "safetensors")
+
+
+def environment() -> dict[str, Any]:
+    versions = {"python": platform.python_version()}
+    for pkg in _PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"versions": versions, "git_commit": git_commit(), "threads": torch.get_num_threads(),
+            "platform": platform.platform()}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=,@+-]+", "_", part).strip("_")
+
+
+def result_path(out: Path, model: str, hook: str, method: str, task: str) -> Path:
+    return Path(out) / "results" / f"{_safe(model)}__{_safe(hook)}__{_safe(method)}__{_safe(task)}.json"
+
+
+def write_result(path: Path, record: dict[str, Any]) -> None:
+    atomic_write_json(path, {"schema": SCHEMA, **record})
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A finished result, or None if absent. A corrupt file is treated as absent (it will be recomputed)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if record.get("schema") == SCHEMA else None
+
+
+def load_results(run_dir: Path) -> list[dict[str, Any]]:
+    results_dir = Path(run_dir) / "results"
+    if not results_dir.is_dir():
+        raise BenchError(f"{run_dir} holds no results/ directory: give a run directory made by `python -m bench run`")
+    return [r for p in sorted(results_dir.glob("*.json")) if (r := read_result(p)) is not None]

@@ -1,0 +1,254 @@
+"""The run: model -> activations -> methods -> dictionaries -> tasks -> result files -> leaderboard.
+
+Every stage resumes: the activation store is keyed and shared across runs, fitted dictionaries and results are
+saved in the run directory and reused when the run is repeated with the same `--out`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+import methods as method_registry
+import tasks as task_registry
+from bench.config import RunConfig
+from bench.corpus import corpus_fingerprint, load_corpus
+from bench.dictionary import CONFIG_FILE, Dictionary, TopKDictionary, load_dictionary
+from bench.errors import BenchError
+from bench.harvest import HarvestSpec, harvest
+from bench.io import atomic_write_json, atomic_write_text, fingerprint
+from bench.models import SubjectModel, load_model, model_fingerprint, resolve_model
+from bench.results import environment, now, read_result, result_path, write_result
+from methods.base import Method
+from reports.leaderboard import build_leaderboards, to_markdown, to_rich
+from tasks.base import TaskContext
+
+
+def expand_names(requested: tuple[str, ...], registry: dict[str, Any]) -> list[str]:
+    """("all",) -> every registered name; comma-separated items are split; order kept, duplicates dropped."""
+    names: list[str] = []
+    for item in requested:
+        for name in split_specs(item):
+            names.extend(registry) if name == "all" else names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a --methods value on commas that are not inside [...]."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise BenchError(f"cannot write to output directory {out} ({e.strerror}); pass a writable --out") from None
+
+
+@dataclass
+class Fitted:
+    """A dictionary ready for the tasks, with where it came from (tasks never see this)."""
+
+    label: str
+    method: Method
+    dictionary: Dictionary
+    fit_seconds: float
+    fit_info: dict[str, Any]
+    matched_k: int | None = None
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+class Runner:
+    """Runs one configuration into one output directory."""
+
+    def __init__(self, cfg: RunConfig, out: Path, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.console = console or Console(stderr=True)
+        self._model: SubjectModel | None = None
+        self.env = environment()
+
+    # --- stages ------------------------------------------------------------------------------------------
+    def model(self) -> SubjectModel:
+        if self._model is None:
+            with self.console.status(f"loading {self.cfg.model} …"):
+                self._model = load_model(self.cfg.model, self.cfg.device)
+        return self._model
+
+    def build_methods(self) -> list[tuple[str, Method]]:
+        built = []
+        for spec in expand_names(self.cfg.methods, method_registry.REGISTRY):
+            name, _ = method_registry.parse_spec(spec)
+            defaults = self.cfg.method_params.get(name, {})
+            method = method_registry.build_method(spec, defaults, self.cfg.seed, self.cfg.device)
+            built.append((method_registry.canonical_spec(method, defaults), method))
+        return built
+
+    def build_tasks(self) -> list:
+        names = expand_names(self.cfg.tasks, task_registry.REGISTRY)
+        return [task_registry.build_task(n, self.cfg.task_params.get(n)) for n in names]
+
+    def activations(self, progress: Progress):
+        cfg = self.cfg
+        entry = resolve_model(cfg.model)
+        hook = cfg.hook(entry.default_layer)
+        docs = load_corpus(cfg.text)
+        spec = HarvestSpec(
+            model=entry.name, model_fingerprint=model_fingerprint(entry), hook=hook,
+            corpus_fingerprint=corpus_fingerprint(docs), ctx_len=cfg.ctx_len, train_contexts=cfg.train_contexts,
+            eval_contexts=cfg.eval_contexts, exclusion=cfg.exclusion,
+        )
+        bar = progress.add_task(f"harvest {hook}", total=None)
+
+        def report(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        store = harvest(spec, docs, self.model, cfg.harvest_batch, report)
+        progress.update(bar, completed=1, total=1) if progress.tasks[bar].total is None else None
+        return store, spec
+
+    def fit(self, label: str, method: Method, store, progress: Progress) -> Fitted:
+        directory = self.out / "dictionaries" / label.replace("/", "_")
+        if (directory / CONFIG_FILE).exists():
+            dictionary = load_dictionary(directory, self.cfg.device)
+            if dictionary.d_in != store.d_model:
+                raise BenchError(f"dictionary {directory} has dimension {dictionary.d_in} but the hook gives "
+                                 f"{store.d_model}; use another --out or delete that directory")
+            meta = json.loads((directory / CONFIG_FILE).read_text())["meta"]
+            return Fitted(label, method, dictionary, meta.get("fit_seconds", 0.0), meta.get("fit_info", {}))
+        bar = progress.add_task(f"fit {label}", total=None)
+        torch.manual_seed(self.cfg.seed)
+        start = time.perf_counter()
+        dictionary = method.fit(store.train, lambda d, t: progress.update(bar, completed=d, total=t))
+        seconds = time.perf_counter() - start
+        progress.update(bar, completed=1, total=1) if progress.tasks[bar].total is None else None
+        dictionary.save(directory, {"method": label, "params": asdict(method), "fit_seconds": seconds,
+                                    "fit_info": method.fit_info_})
+        return Fitted(label, method, dictionary, seconds, dict(method.fit_info_))
+
+    # --- the whole run -----------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        built = self.build_methods()
+        task_list = self.build_tasks()
+        check_writable(self.out)
+        atomic_write_json(self.out / "config.json", {"config": asdict(cfg), **self.env, "started": now()})
+
+        with _progress(self.console) as progress:
+            store, spec = self.activations(progress)
+            fitted = [self.fit(label, method, store, progress) for label, method in built]
+            k = self.matched_k(fitted, store)
+            if k is not None:
+                for f in list(fitted):
+                    if f.method.sparse:
+                        f.matched_k = k
+                    else:
+                        fitted.append(Fitted(f"{f.label}@top{k}", f.method, TopKDictionary.wrap(f.dictionary, k),
+                                             f.fit_seconds, f.fit_info, k))
+
+            ctx = TaskContext(store=store, hook=spec.hook, model_loader=self.model, seed=cfg.seed, device=cfg.device)
+            records = []
+            for task in task_list:
+                todo, done = [], []
+                for f in fitted:
+                    path = result_path(self.out, spec.model, spec.hook, f.label, task.name)
+                    existing = read_result(path)
+                    (done if existing is not None else todo).append((f, path, existing))
+                records.extend(r for *_, r in done)
+                if not todo:
+                    continue
+                bar = progress.add_task(f"task {task.name}", total=len(todo) + 1)
+                task.prepare(ctx)
+                progress.advance(bar)
+                for f, path, _ in todo:
+                    start = time.perf_counter()
+                    with torch.inference_mode():
+                        output = task.evaluate(f.dictionary, ctx)
+                    record = self.record(f, task, output, store, spec, time.perf_counter() - start)
+                    write_result(path, record)
+                    records.append(record)
+                    progress.advance(bar)
+
+        self.publish(records, [m for m in method_registry.REGISTRY])
+        return records
+
+    def matched_k(self, fitted: list[Fitted], store) -> int | None:
+        """k for the top-k rows: --matched-k, else the first sparse method's L0 on eval; None if nothing to match."""
+        if all(f.method.sparse for f in fitted):
+            return None
+        if self.cfg.matched_k is not None:
+            return self.cfg.matched_k
+        sparse = [f.dictionary for f in fitted if f.method.sparse]
+        if not sparse:
+            return None
+        x = store.eval.kept_activations(min(store.eval.n_kept, 8192), seed=self.cfg.seed).to(self.cfg.device)
+        with torch.inference_mode():
+            l0 = (sparse[0].to(self.cfg.device).encode(x) != 0).float().sum(-1).mean().item()
+        return max(1, round(l0))
+
+    def record(self, f: Fitted, task, output, store, spec, task_s: float) -> dict[str, Any]:
+        return {
+            "model": spec.model,
+            "hook": spec.hook,
+            "method": f.label,
+            "method_name": f.method.name,
+            "method_params": asdict(f.method),
+            "sparse": f.method.sparse,
+            "matched_k": f.matched_k,
+            "fit_info": f.fit_info,
+            "task": task.name,
+            "task_params": asdict(task),
+            "metrics": {name: m.to_json() for name, m in output.metrics.items()},
+            "details": output.details,
+            "exclusion": store.exclusion_record(),
+            "activations": {"key": spec.key(), "corpus": spec.corpus_fingerprint, "ctx_len": spec.ctx_len,
+                            "train_tokens": store.train.n_tokens, "eval_tokens": store.eval.n_tokens,
+                            "model_fingerprint": spec.model_fingerprint},
+            "seed": self.cfg.seed,
+            "device": self.cfg.device,
+            "config": asdict(self.cfg),
+            "config_fingerprint": fingerprint(asdict(self.cfg)),
+            **self.env,
+            "timings": {"fit_seconds": f.fit_seconds, "task_seconds": task_s},
+            "created": now(),
+        }
+
+    def publish(self, records: list[dict[str, Any]], order: list[str]) -> None:
+        boards = build_leaderboards(records, order)
+        atomic_write_text(self.out / "leaderboard.md", "# decompbench leaderboard\n\n" + to_markdown(boards))
+        atomic_write_json(self.out / "leaderboard.json", {"boards": [b.to_json() for b in boards]})
+        out_console = Console(width=None if Console().is_terminal else 140)
+        for table in to_rich(boards):
+            out_console.print(table)
+        self.console.print(f"results: {self.out}/results  ·  leaderboard: {self.out}/leaderboard.md")
+
+
+def default_out(cfg: RunConfig) -> Path:
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}-{os.getpid()}"
+

@@ -1,0 +1,55 @@
+"""The method contract: hyper-parameters in `__init__` (a dataclass), `fit(train) -> Dictionary`.
+
+A method never keeps learned state itself: everything it learns lives in the `Dictionary` it returns, so one
+method object can be fitted on many activation sets.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Protocol
+
+import torch
+
+from bench.dictionary import Dictionary
+
+ProgressFn = Callable[[int, int], None]  # (done, total) -> None
+
+
+class TrainingData(Protocol):
+    """What `fit` receives: the train split of an activation store (see `bench.store.ActivationSplit`)."""
+
+    d_model: int
+
+    @property
+    def n_kept(self) -> int: ...
+
+    def kept_activations(self, max_tokens: int | None = None, seed: int = 0) -> torch.Tensor:
+        """`[n, d_model]` float32, excluded tokens already removed."""
+
+    def batches(self, batch_size: int, seed: int = 0, epochs: float = 1.0):
+        """Iterator of shuffled `[batch_size, d_model]` float32 batches."""
+
+
+@dataclass
+class Method(abc.ABC):
+    """Base for every method. Subclasses are dataclasses whose fields are the hyper-parameters.
+
+    `seed` and `device` are set by the runner; `sparse` says whether the method is trained for sparsity (dense
+    methods are also scored at an SAE's L0 by keeping each token's top-k codes).
+    """
+
+    seed: int = 0
+    device: str = "cpu"
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    sparse: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        self.fit_info_: dict = {}  # what the last fit reports about itself (iterations, convergence, losses)
+
+    @abc.abstractmethod
+    def fit(self, train: TrainingData, progress: ProgressFn | None = None) -> Dictionary:
+        """Fit on training activations and return the dictionary."""

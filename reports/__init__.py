@@ -1,0 +1,1 @@
+"""Reports: leaderboards built from result files (terminal, Markdown, JSON)."""

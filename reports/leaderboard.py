@@ -1,0 +1,167 @@
+"""Leaderboards: one table per (model, hook), methods as rows, task metrics as columns.
+
+Rows are grouped by how many codes each token keeps: `all` (each method as fitted) and `top-k` (dense methods
+restricted to each token's k largest codes, k the SAE's L0, beside the SAEs), so methods are compared at matched
+sparsity as well as in full. The best value of each column within a group is marked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Shown in the terminal, with short headers; Markdown and JSON carry every metric.
+PRIMARY = {
+    ("reconstruction", "fvu"): "FVU",
+    ("reconstruction", "cosine"): "cos",
+    ("reconstruction", "l0"): "L0",
+    ("reconstruction", "dead_fraction"): "dead",
+    ("loss_recovered", "loss_recovered"): "loss rec.",
+    ("loss_recovered", "loss_recovered_mean"): "loss rec. (mean abl.)",
+    ("loss_recovered", "kl"): "KL",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    task: str
+    metric: str
+    higher_is_better: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.metric} {'↑' if self.higher_is_better else '↓'}"
+
+
+@dataclass
+class Row:
+    method: str
+    group: str  # "all" or "top-k"
+    values: dict[Column, float] = field(default_factory=dict)
+    intervals: dict[Column, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass
+class Leaderboard:
+    model: str
+    hook: str
+    columns: list[Column]
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+    def best(self, row: Row, col: Column) -> bool:
+        peers = [r.values[col] for r in self.rows if r.group == row.group and col in r.values
+                 and not math.isnan(r.values[col])]
+        if col not in row.values or len(peers) < 2:
+            return False
+        target = max(peers) if col.higher_is_better else min(peers)
+        return row.values[col] == target
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "hook": self.hook,
+            "notes": self.notes,
+            "columns": [{"task": c.task, "metric": c.metric, "higher_is_better": c.higher_is_better} for c in self.columns],
+            "rows": [
+                {"method": r.method, "group": r.group,
+                 "metrics": {f"{c.task}.{c.metric}": r.values.get(c) for c in self.columns},
+                 "intervals": {f"{c.task}.{c.metric}": list(r.intervals[c]) for c in self.columns if c in r.intervals}}
+                for r in self.rows
+            ],
+        }
+
+
+def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | None = None) -> list[Leaderboard]:
+    boards: dict[tuple[str, str], Leaderboard] = {}
+    order = {m: i for i, m in enumerate(method_order or [])}
+    for rec in records:
+        key = (rec["model"], rec["hook"])
+        board = boards.setdefault(key, Leaderboard(rec["model"], rec["hook"], [], []))
+        group = "all" if rec.get("matched_k") is None or rec.get("sparse") else "top-k"
+        rows = [r for r in board.rows if r.method == rec["method"] and r.group == group]
+        row = rows[0] if rows else Row(rec["method"], group)
+        if not rows:
+            board.rows.append(row)
+        for name, m in rec["metrics"].items():
+            col = Column(rec["task"], name, bool(m["higher_is_better"]))
+            if col not in board.columns:
+                board.columns.append(col)
+            row.values[col] = float(m["value"]) if m["value"] is not None else math.nan
+            if m.get("interval"):
+                row.intervals[col] = tuple(m["interval"])
+        # Sparse methods also stand in the matched-sparsity group, beside the top-k rows.
+        if rec.get("sparse") and rec.get("matched_k") is not None:
+            twin = next((r for r in board.rows if r.method == rec["method"] and r.group == "top-k"), None)
+            if twin is None:
+                board.rows.append(twin := Row(rec["method"], "top-k"))
+            twin.values.update({c: v for c, v in row.values.items()})
+            twin.intervals.update(row.intervals)
+        exclusion = rec.get("exclusion", {})
+        note = f"{exclusion.get('rule', '')} ({100 * exclusion.get('excluded_fraction_eval', 0):.2f}% of eval tokens)"
+        if exclusion and note not in board.notes:
+            board.notes.append(note)
+        if rec.get("matched_k") is not None:
+            knote = f"top-k rows keep each token's k={rec['matched_k']} largest codes (k = the SAE's L0)"
+            if knote not in board.notes:
+                board.notes.append(knote)
+    for board in boards.values():
+        board.rows.sort(key=lambda r: (r.group != "all", order.get(_base(r.method), len(order)), r.method))
+    return list(boards.values())
+
+
+def _base(label: str) -> str:
+    return label.split("[")[0].split("@")[0]
+
+
+def fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
+        return f"{value:.2e}"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def to_markdown(boards: list[Leaderboard]) -> str:
+    out = []
+    for b in boards:
+        out.append(f"## {b.model} · `{b.hook}`\n")
+        header = ["method", "codes"] + [f"{c.task}: {c.label}" for c in b.columns]
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" * len(header))
+        for r in b.rows:
+            cells = [f"`{r.method}`", r.group]
+            for c in b.columns:
+                text = fmt(r.values.get(c))
+                cells.append(f"**{text}**" if b.best(r, c) else text)
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        out.extend(f"- {n}" for n in b.notes)
+        out.append("")
+    return "\n".join(out)
+
+
+def to_rich(boards: list[Leaderboard], primary_only: bool = True):
+    """rich renderables, one table per board."""
+    from rich.table import Table
+
+    tables = []
+    for b in boards:
+        cols = [c for c in b.columns if not primary_only or (c.task, c.metric) in PRIMARY]
+        t = Table(title=f"{b.model} · {b.hook}", caption="\n".join(b.notes), caption_justify="left")
+        t.add_column("method", style="bold", no_wrap=True)
+        t.add_column("codes", no_wrap=True)
+        for c in cols:
+            name = PRIMARY.get((c.task, c.metric), f"{c.task}.{c.metric}")
+            t.add_column(f"{name} {'↑' if c.higher_is_better else '↓'}", justify="right")
+        previous = None
+        for r in b.rows:
+            if previous is not None and r.group != previous:
+                t.add_section()
+            previous = r.group
+            t.add_row(r.method, r.group, *[
+                f"[bold green]{fmt(r.values.get(c))}[/]" if b.best(r, c) else fmt(r.values.get(c)) for c in cols
+            ])
+        tables.append(t)
+    return tables

@@ -1,0 +1,78 @@
+"""The task contract: a task takes a dictionary through a small context and returns named metrics.
+
+Nothing here (or in any task) knows which method made a dictionary. Work that does not depend on the
+dictionary (clean losses, ablation baselines) is done once in `prepare` and reused for every dictionary.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from bench.dictionary import Dictionary
+
+if TYPE_CHECKING:
+    from bench.models import SubjectModel
+    from bench.store import ActivationStore
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number with the direction that is better; `interval` is a 95% interval where the task gives one."""
+
+    value: float
+    higher_is_better: bool
+    interval: tuple[float, float] | None = None
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "higher_is_better": self.higher_is_better,
+            "interval": list(self.interval) if self.interval else None,
+            "description": self.description,
+        }
+
+
+@dataclass
+class TaskOutput:
+    metrics: dict[str, Metric]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskContext:
+    """What a task may use: the subject model (loaded on first use), the store, the hook, a seed, a device."""
+
+    store: "ActivationStore"
+    hook: str
+    model_loader: Callable[[], "SubjectModel"]
+    seed: int = 0
+    device: str = "cpu"
+    progress: ProgressFn | None = None
+    _model: "SubjectModel | None" = field(default=None, repr=False)
+
+    @property
+    def model(self) -> "SubjectModel":
+        if self._model is None:
+            self._model = self.model_loader()
+        return self._model
+
+
+@dataclass
+class Task(abc.ABC):
+    """Base for every task. Subclasses are dataclasses whose fields are the task's settings."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    needs_model: ClassVar[bool] = False
+
+    def prepare(self, ctx: TaskContext) -> None:  # noqa: B027 - optional hook
+        """Dictionary-independent work, done once per run before `evaluate` is called."""
+
+    @abc.abstractmethod
+    def evaluate(self, dictionary: Dictionary, ctx: TaskContext) -> TaskOutput:
+        """Score one dictionary."""
