@@ -113,24 +113,28 @@ class Runner:
         names = expand_names(self.cfg.tasks, task_registry.REGISTRY)
         return [task_registry.build_task(n, self.cfg.task_params.get(n)) for n in names]
 
-    def activations(self, progress: Progress):
+    def plan_activations(self) -> tuple[HarvestSpec, list]:
+        """Resolve model, hook and text without loading the model: bad input fails before any work."""
         cfg = self.cfg
         entry = resolve_model(cfg.model)
-        hook = cfg.hook(entry.default_layer)
         docs = load_corpus(cfg.text)
         spec = HarvestSpec(
-            model=entry.name, model_fingerprint=model_fingerprint(entry), hook=hook,
+            model=entry.name, model_fingerprint=model_fingerprint(entry), hook=cfg.hook(entry.default_layer),
             corpus_fingerprint=corpus_fingerprint(docs), ctx_len=cfg.ctx_len, train_contexts=cfg.train_contexts,
             eval_contexts=cfg.eval_contexts, exclusion=cfg.exclusion,
         )
-        bar = progress.add_task(f"harvest {hook}", total=None)
+        return spec, docs
+
+    def activations(self, spec: HarvestSpec, docs: list, progress: Progress):
+        bar = progress.add_task(f"harvest {spec.hook}", total=None)
 
         def report(done: int, total: int) -> None:
             progress.update(bar, completed=done, total=total)
 
-        store = harvest(spec, docs, self.model, cfg.harvest_batch, report)
-        progress.update(bar, completed=1, total=1) if progress.tasks[bar].total is None else None
-        return store, spec
+        store = harvest(spec, docs, self.model, self.cfg.harvest_batch, report)
+        if progress.tasks[bar].total is None:
+            progress.update(bar, completed=1, total=1)
+        return store
 
     def fit(self, label: str, method: Method, store, progress: Progress) -> Fitted:
         directory = self.out / "dictionaries" / label.replace("/", "_")
@@ -146,7 +150,8 @@ class Runner:
         start = time.perf_counter()
         dictionary = method.fit(store.train, lambda d, t: progress.update(bar, completed=d, total=t))
         seconds = time.perf_counter() - start
-        progress.update(bar, completed=1, total=1) if progress.tasks[bar].total is None else None
+        if progress.tasks[bar].total is None:
+            progress.update(bar, completed=1, total=1)
         dictionary.save(directory, {"method": label, "params": asdict(method), "fit_seconds": seconds,
                                     "fit_info": method.fit_info_})
         return Fitted(label, method, dictionary, seconds, dict(method.fit_info_))
@@ -157,11 +162,12 @@ class Runner:
         torch.manual_seed(cfg.seed)
         built = self.build_methods()
         task_list = self.build_tasks()
+        spec, docs = self.plan_activations()
         check_writable(self.out)
         atomic_write_json(self.out / "config.json", {"config": asdict(cfg), **self.env, "started": now()})
 
         with _progress(self.console) as progress:
-            store, spec = self.activations(progress)
+            store = self.activations(spec, docs, progress)
             fitted = [self.fit(label, method, store, progress) for label, method in built]
             k = self.matched_k(fitted, store)
             if k is not None:

@@ -235,3 +235,38 @@ def verify_store(root: Path, manifest: dict[str, Any]) -> None:
                     raise BenchError(
                         f"corrupt activation shard {path}; clear it with `python -m bench clean-cache --activations`"
                     )
+
+
+class ArraySplit:
+    """Activations held in memory `[n, d_model]`, behind the same read interface as a store split.
+
+    Synthetic data and tests fit methods through it exactly as real activations are fitted.
+    """
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x.float().contiguous()
+        self.d_model = int(x.shape[1])
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.x.shape[0])
+
+    def kept_activations(self, max_tokens: int | None = None, seed: int = 0) -> torch.Tensor:
+        if max_tokens is None or max_tokens >= self.n_kept:
+            return self.x
+        idx = np.sort(np.random.default_rng(seed).choice(self.n_kept, size=max_tokens, replace=False))
+        return self.x[torch.from_numpy(idx)]
+
+    def batches(self, batch_size: int, seed: int = 0, epochs: float = 1.0) -> Iterator[torch.Tensor]:
+        rng = np.random.default_rng(seed)
+        budget = int(self.n_kept * epochs) // batch_size
+        if budget == 0 and epochs > 0:
+            raise BenchError(f"fewer activations ({self.n_kept}) than one batch of {batch_size}")
+        produced = 0
+        while produced < budget:
+            order = torch.from_numpy(rng.permutation(self.n_kept))
+            for b in range(self.n_kept // batch_size):
+                if produced >= budget:
+                    return
+                yield self.x[order[b * batch_size : (b + 1) * batch_size]]
+                produced += 1

@@ -61,6 +61,13 @@ class SparseAutoencoder(Dictionary):
     def config(self) -> dict[str, Any]:
         return {"d_in": self.d_in, "d_dict": self.d_dict, "tied": self.tied, "decoder_bias": self.decoder_bias}
 
+    def training_loss(self, x_scaled: torch.Tensor, l1_coeff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_scaled `[B, d_in]` (already multiplied by input_scale) -> (loss, mse, l1), each a scalar."""
+        codes = torch.relu(self.pre_activation(x_scaled))
+        mse = (self.decode_scaled(codes) - x_scaled).pow(2).mean()
+        l1 = codes.abs().sum(-1).mean()
+        return mse + l1_coeff * l1, mse, l1
+
     @torch.no_grad()
     def normalise_decoder(self) -> None:
         self.W_dec.data = torch.nn.functional.normalize(self.W_dec.data, dim=-1)
@@ -102,20 +109,17 @@ class SAEReLU(Method):
         params = [p for p in sae.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=self.lr)
         total = max(1, int(train.n_kept * self.epochs) // self.batch_size)
+        losses = []
         for step, batch in enumerate(train.batches(self.batch_size, seed=self.seed, epochs=self.epochs)):
-            x = batch.to(self.device) * scale
-            codes = torch.relu(sae.pre_activation(x))
-            x_hat = sae.decode_scaled(codes)
-            mse = (x_hat - x).pow(2).mean()
-            l1 = codes.abs().sum(-1).mean()
             ramp = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-            loss = mse + self.l1_coeff * ramp * l1
+            loss, mse, l1 = sae.training_loss(batch.to(self.device) * scale, self.l1_coeff * ramp)
+            losses.append(mse.item() + self.l1_coeff * l1.item())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sae.normalise_decoder()
             if progress is not None:
                 progress(step + 1, total)
-        self.fit_info_ = {"steps": step + 1, "final_mse": mse.item(), "final_l1": l1.item(),
-                          "input_scale": scale, "d_dict": m}
+        self.fit_info_ = {"steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
+                          "last_mse": mse.item(), "last_l1": l1.item(), "input_scale": scale, "d_dict": m}
         return sae.cpu().eval()

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real subject model (loaded once) and a small real activation store harvested from it.
+
+The converted model lives in the normal cache (`DECOMPBENCH_CACHE` or ~/.cache/decompbench) so it is converted
+once per machine; activation stores made here go to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from bench.corpus import corpus_fingerprint, load_corpus  # noqa: E402
+from bench.harvest import HarvestSpec, harvest  # noqa: E402
+from bench.models import load_model, model_fingerprint  # noqa: E402
+from bench.store import ExclusionRule  # noqa: E402
+
+HOOK = "blocks.6.hook_resid_post"  # an early layer keeps the tests' forward passes short
+
+
+@pytest.fixture(scope="session")
+def model():
+    torch.manual_seed(0)
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def docs():
+    return load_corpus()
+
+
+def small_spec(model, docs, train_contexts: int = 48, eval_contexts: int = 16, shard_contexts: int = 16) -> HarvestSpec:
+    return HarvestSpec(
+        model=model.name, model_fingerprint=model_fingerprint(model.entry), hook=HOOK,
+        corpus_fingerprint=corpus_fingerprint(docs), ctx_len=64, train_contexts=train_contexts,
+        eval_contexts=eval_contexts, exclusion=ExclusionRule(), shard_contexts=shard_contexts,
+    )
+
+
+@pytest.fixture(scope="session")
+def store_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("activations")
+
+
+@pytest.fixture(scope="session")
+def store(model, docs, store_root):
+    """A real store: 48 train + 16 eval contexts of 64 tokens at layer 6 of SmolLM2."""
+    return harvest(small_spec(model, docs), docs, lambda: model, batch_size=16, root=store_root)

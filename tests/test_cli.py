@@ -1,0 +1,101 @@
+"""The command line as a user meets it: a real smoke run end to end, resume, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error:"), result.stderr
+    assert fragment in result.stderr, result.stderr
+
+
+def test_list_shows_every_registered_name():
+    import methods
+    import tasks
+
+    result = bench("list")
+    assert result.returncode == 0, result.stderr
+    for name in [*methods.REGISTRY, *tasks.REGISTRY, "smollm2-135m", "pythia-70m-deduped"]:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "--methods", "nope"], "unknown method 'nope'"),
+        (["run", "--tasks", "nope"], "unknown task 'nope'"),
+        (["run", "--model", "no-such-model"], "unknown model"),
+        (["run", "--preset", "huge"], "unknown preset"),
+        (["run", "--methods", "pca[bogus=1]"], "has no parameter 'bogus'"),
+        (["run", "--model", "pythia-70m-deduped", "--preset", "smoke"], "huggingface-cli download"),
+        (["run", "--out", "/proc/decompbench-not-writable", "--preset", "smoke"], "pass a writable --out"),
+        (["run", "--text", "/no/such/file.txt"], "no such file"),
+        (["run", "--device", "tpu"], "unknown device"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, fragment):
+    assert_one_line_error(bench(*args), fragment)
+
+
+def test_layer_out_of_range(tmp_path):
+    assert_one_line_error(bench("run", "--layer", "99", "--preset", "smoke", "--out", str(tmp_path)),
+                          "layer 99 is out of range")
+
+
+def _metrics(out: Path, task: str) -> dict[str, dict]:
+    records = [json.loads(p.read_text()) for p in (out / "results").glob(f"*__{task}.json")]
+    return {r["method"]: {k: v["value"] for k, v in r["metrics"].items()} for r in records}
+
+
+def test_smoke_run_end_to_end_then_resume(tmp_path):
+    out = tmp_path / "run"
+    first = bench("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "leaderboard" in first.stderr and "sae-relu" in first.stdout
+
+    results = sorted(p.name for p in (out / "results").glob("*.json"))
+    labels = {json.loads((out / "results" / n).read_text())["method"] for n in results}
+    k = json.loads((out / "results" / results[0]).read_text())
+    assert {"neurons", "pca", "sae-relu"} <= labels
+    assert any(label.startswith("pca@top") for label in labels) and any(label.startswith("neurons@top") for label in labels)
+    assert len(results) == 2 * len(labels)  # every (method, task)
+    for key in ("config", "versions", "git_commit", "seed", "timings", "metrics", "exclusion"):
+        assert key in k
+    assert 0 < k["exclusion"]["excluded_fraction_eval"] < 0.1
+
+    board = json.loads((out / "leaderboard.json").read_text())["boards"][0]
+    assert board["model"] == "smollm2-135m" and board["hook"] == "blocks.12.hook_resid_post"
+    assert {r["group"] for r in board["rows"]} == {"all", "top-k"}
+    md = (out / "leaderboard.md").read_text()
+    assert "loss_recovered" in md and "fvu ↓" in md
+
+    # a second run in the same directory resumes: nothing is refitted or recomputed
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+    second = bench("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--out", str(out))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+
+    # a fresh run with the same seed reproduces every number bit for bit
+    other = tmp_path / "again"
+    third = bench("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--tasks", "reconstruction",
+                  "--out", str(other))
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert _metrics(other, "reconstruction") == _metrics(out, "reconstruction")

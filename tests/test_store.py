@@ -1,0 +1,108 @@
+"""Activation store: exclusion rule, streaming, resume after an interruption, corruption detection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.harvest import harvest
+from bench.store import ActivationStore, ArraySplit, ExclusionRule
+from tests.conftest import small_spec
+
+
+def test_exclusion_rule_by_hand():
+    tokens = torch.tensor([[5, 6, 0, 7], [8, 9, 10, 11]])
+    acts = torch.ones(2, 4, 3)
+    acts[1, 2] *= 100.0  # a massive activation
+    keep = ExclusionRule(norm_factor=10.0).mask(tokens, acts, torch.tensor([0, 1, 2]), reference_norm=3**0.5)
+    assert keep.tolist() == [[False, True, False, True], [False, True, False, True]]
+    assert "position 0" in ExclusionRule().describe()
+
+
+def test_store_contents_are_consistent(store, model):
+    assert store.d_model == model.d_model == 576
+    assert store.train.n_contexts == 48 and store.eval.n_contexts == 16
+    keep = store.train.keep()
+    assert not keep[:, 0].any(), "position 0 is an attention sink and must be excluded"
+    assert store.train.n_kept == int(keep.sum())
+    x = store.train.kept_activations()
+    assert x.shape == (store.train.n_kept, 576)
+    assert x.norm(dim=-1).max() <= 10 * store.reference_norm + 1e-3
+    assert 0 < store.train.excluded_fraction < 0.1
+    # the stored activations are what the model computes
+    tokens = torch.from_numpy(store.eval.tokens()[:2]).long()
+    live = model.activations(tokens, store.hook)
+    assert torch.allclose(live, store.eval.context_activations(0, 2), atol=1e-4)
+    # train and eval come from different documents
+    train_docs = {d for d, _ in store.train.documents}
+    assert train_docs.isdisjoint({d for d, _ in store.eval.documents})
+
+
+def test_batches_stream_every_kept_token_once_per_epoch(store):
+    batches = list(store.train.batches(100, seed=3, epochs=1.0))
+    assert len(batches) == store.train.n_kept // 100
+    seen = torch.cat(batches)
+    full = store.train.kept_activations()
+    # a permutation of (a subset of) the kept rows: row sums match as multisets
+    assert np.isin(seen.sum(-1).numpy(), full.sum(-1).numpy()).all()
+    again = torch.cat(list(store.train.batches(100, seed=3, epochs=1.0)))
+    assert torch.equal(seen, again)
+
+
+def test_array_split_matches_the_interface():
+    x = torch.arange(20.0).reshape(10, 2)
+    split = ArraySplit(x)
+    assert split.n_kept == 10 and split.d_model == 2
+    assert len(list(split.batches(3, epochs=2.0))) == 6
+    assert split.kept_activations(4, seed=0).shape == (4, 2)
+
+
+def test_interrupted_harvest_resumes_to_identical_shards(model, docs, tmp_path):
+    spec = small_spec(model, docs, train_contexts=32, eval_contexts=16, shard_contexts=16)
+    reference = harvest(spec, docs, lambda: model, batch_size=16, root=tmp_path / "a")
+
+    calls = {"n": 0}
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first_shard(done, total):
+        calls["n"] += 1
+        if done >= 16 * spec.ctx_len + 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        harvest(spec, docs, lambda: model, batch_size=16, progress=stop_after_first_shard, root=tmp_path / "b")
+    partial = json.loads((spec.path(tmp_path / "b") / "manifest.json").read_text())
+    assert not partial["complete"] and len(partial["splits"]["train"]["shards"]) == 1
+    resumed = harvest(spec, docs, lambda: model, batch_size=16, root=tmp_path / "b")
+    assert resumed.manifest["splits"] == reference.manifest["splits"]
+
+
+def test_corrupt_shard_names_the_command_that_clears_it(model, docs, tmp_path):
+    spec = small_spec(model, docs, train_contexts=16, eval_contexts=16, shard_contexts=16)
+    harvest(spec, docs, lambda: model, batch_size=16, root=tmp_path)
+    shard = spec.path(tmp_path) / "train" / "acts_00000.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(BenchError, match="clean-cache --activations"):
+        ActivationStore.open(spec.path(tmp_path))
+
+
+def test_nan_activations_are_a_one_line_error(model, docs, tmp_path):
+    spec = small_spec(model, docs, train_contexts=16, eval_contexts=16, shard_contexts=16)
+    weight = model.bridge.original_model.model.layers[2].mlp.down_proj.weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.fill_(float("nan"))
+        with pytest.raises(BenchError, match="NaN or infinite activations"):
+            harvest(spec, docs, lambda: model, batch_size=16, root=tmp_path)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
