@@ -44,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         train_contexts=160,  # 20k tokens
         eval_contexts=32,
         method_params={
-            "sae-relu": dict(dict_ratio=2.0, batch_size=512, epochs=6.0, warmup_steps=20),
+            "sae-relu": dict(dict_ratio=2.0, epochs=6.0),
             "random": dict(dict_ratio=2.0),
             "ica": dict(max_tokens=4_000, max_iter=40),
         },
@@ -54,11 +54,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         train_contexts=2048,  # 262k tokens
         eval_contexts=256,  # 33k tokens
         method_params={
-            "sae-relu": dict(dict_ratio=4.0, batch_size=1024, epochs=2.0),
+            "sae-relu": dict(dict_ratio=4.0, epochs=2.0),
             "random": dict(dict_ratio=4.0),
             "ica": dict(max_tokens=10_000, max_iter=100),
         },
-        task_params={"loss_recovered": dict(n_contexts=32)},
+        task_params={"loss_recovered": dict(n_contexts=24)},
     ),
 }
 

@@ -2,8 +2,8 @@
 
 Both are measured in the same process on the same tokens, so the ratio holds on a shared, noisy machine.
     bare     plain transformers model cut after the hooked layer (no hooks, nothing stored)
-    bridge   TransformerBridge.run_with_cache(stop_at_layer=L+1) (what harvesting calls)
-    harvest  the full harvest: tokenise, forward, exclusion mask, write shards, checksums
+    bridge   TransformerBridge.run_with_cache(stop_at_layer=L+1), what harvesting calls
+    harvest  the whole harvest: tokenise, forward, exclusion mask, write shards, checksums
 """
 
 from __future__ import annotations
@@ -11,28 +11,63 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from bench.corpus import corpus_fingerprint, load_corpus
+from bench.corpus import Document, corpus_fingerprint, load_corpus
 from bench.harvest import HarvestSpec, harvest
-from bench.models import load_model, model_fingerprint
+from bench.models import SubjectModel, load_model, model_fingerprint
 from bench.store import ExclusionRule
 
 
-def _best_rate(fn, n_tokens: int, repeats: int = 3) -> float:
-    """Tokens/s of the fastest of `repeats` calls (after one warm-up call)."""
+def best_seconds(fn: Callable[[], None], repeats: int = 3) -> float:
+    """Fastest of `repeats` timed calls, after one warm-up call."""
     fn()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)
-    return n_tokens / best
+    return best
+
+
+def bare_forward(model: SubjectModel, tokens: torch.Tensor, layer: int, batch: int) -> Callable[[], None]:
+    """The reference: the plain transformers body cut after `layer`, no hooks, nothing kept."""
+    hf = model.bridge.original_model
+    body = copy.copy(hf.model)
+    body.layers = hf.model.layers[: layer + 1]
+
+    @torch.inference_mode()
+    def run() -> None:
+        for b in tokens.split(batch):
+            body(b)
+
+    return run
+
+
+def bridge_forward(model: SubjectModel, tokens: torch.Tensor, hook: str, batch: int) -> Callable[[], None]:
+    def run() -> None:
+        for b in tokens.split(batch):
+            model.activations(b, hook)
+
+    return run
+
+
+def full_harvest(model: SubjectModel, docs: list[Document], hook: str, n_ctx: int, ctx_len: int,
+                 batch: int) -> tuple[Callable[[], None], int]:
+    """A harvest of `n_ctx` train + `batch` eval contexts into a temporary store; returns (fn, tokens)."""
+    spec = HarvestSpec(model.name, model_fingerprint(model.entry), hook, corpus_fingerprint(docs), ctx_len, n_ctx,
+                       batch, ExclusionRule())
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            harvest(spec, docs, lambda: model, batch, root=Path(tmp))
+
+    return run, (n_ctx + batch) * ctx_len
 
 
 def harvest_throughput(model_name: str, layer: int | None, n_tokens: int, batch: int, console: Console) -> dict:
@@ -42,31 +77,15 @@ def harvest_throughput(model_name: str, layer: int | None, n_tokens: int, batch:
     ctx_len = 128
     n_ctx = max(batch, n_tokens // ctx_len)
     docs = load_corpus()
-    tokens = torch.tensor([model.tokenize(d.text)[:ctx_len] for d in docs if len(d.text) > 2000][:n_ctx])
-    n = tokens.numel()
-
-    hf = model.bridge.original_model
-    body = copy.copy(hf.model)
-    body.layers = hf.model.layers[: layer + 1]
-
-    @torch.inference_mode()
-    def bare() -> None:
-        for b in tokens.split(batch):
-            body(b)
-
-    def bridge() -> None:
-        for b in tokens.split(batch):
-            model.activations(b, hook)
-
-    def full_harvest() -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            spec = HarvestSpec(model.name, model_fingerprint(model.entry), hook, corpus_fingerprint(docs), ctx_len,
-                               n_ctx, batch, ExclusionRule())
-            harvest(replace(spec), docs, lambda: model, batch, root=Path(tmp))
-
-    rates = {"bare": _best_rate(bare, n), "bridge": _best_rate(bridge, n),
-             "harvest": _best_rate(full_harvest, n + batch * ctx_len, repeats=2)}
-    table = Table(title=f"harvest throughput · {model.name} · {hook} · {n} tokens · {torch.get_num_threads()} threads")
+    tokens = torch.randint(100, 40_000, (n_ctx, ctx_len), generator=torch.Generator().manual_seed(0))
+    harvest_fn, harvest_tokens = full_harvest(model, docs, hook, n_ctx, ctx_len, batch)
+    rates = {
+        "bare": tokens.numel() / best_seconds(bare_forward(model, tokens, layer, batch)),
+        "bridge": tokens.numel() / best_seconds(bridge_forward(model, tokens, hook, batch)),
+        "harvest": harvest_tokens / best_seconds(harvest_fn, repeats=2),
+    }
+    table = Table(title=f"harvest throughput · {model.name} · {hook} · {tokens.numel()} tokens · "
+                        f"{torch.get_num_threads()} threads")
     table.add_column("path")
     table.add_column("tokens/s", justify="right")
     table.add_column("vs bare", justify="right")

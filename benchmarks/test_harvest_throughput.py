@@ -6,50 +6,18 @@ tokens/s, is the figure to track: these machines are shared and noisy.
 
 from __future__ import annotations
 
-import copy
-import tempfile
-import time
-from pathlib import Path
-
 import torch
 
-from bench.corpus import corpus_fingerprint
-from bench.harvest import HarvestSpec, harvest
-from bench.models import model_fingerprint
-from bench.store import ExclusionRule
+from bench.perf import bare_forward, best_seconds, full_harvest
 
-HOOK = "blocks.12.hook_resid_post"
-N_CTX, CTX_LEN, BATCH = 64, 128, 32
-
-
-def _bare_rate(model, tokens: torch.Tensor, repeats: int = 3) -> float:
-    hf = model.bridge.original_model
-    body = copy.copy(hf.model)
-    body.layers = hf.model.layers[:13]
-    best = float("inf")
-    with torch.inference_mode():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            for b in tokens.split(BATCH):
-                body(b)
-            if i:
-                best = min(best, time.perf_counter() - start)
-    return tokens.numel() / best
+LAYER, N_CTX, CTX_LEN, BATCH = 12, 64, 128, 32
 
 
 def test_harvest_vs_bare_forward(benchmark, model, docs):
-    spec_args = dict(model=model.name, model_fingerprint=model_fingerprint(model.entry), hook=HOOK,
-                     corpus_fingerprint=corpus_fingerprint(docs), ctx_len=CTX_LEN, train_contexts=N_CTX,
-                     eval_contexts=BATCH, exclusion=ExclusionRule())
-    n_tokens = (N_CTX + BATCH) * CTX_LEN
-    tokens = torch.randint(100, 40_000, (N_CTX + BATCH, CTX_LEN), generator=torch.Generator().manual_seed(0))
-    bare = _bare_rate(model, tokens)
-
-    def run() -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            harvest(HarvestSpec(**spec_args), docs, lambda: model, BATCH, root=Path(tmp))
-
+    tokens = torch.randint(100, 40_000, (N_CTX, CTX_LEN), generator=torch.Generator().manual_seed(0))
+    bare = tokens.numel() / best_seconds(bare_forward(model, tokens, LAYER, BATCH))
+    run, n_tokens = full_harvest(model, docs, f"blocks.{LAYER}.hook_resid_post", N_CTX, CTX_LEN, BATCH)
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
     rate = n_tokens / benchmark.stats.stats.min
     benchmark.extra_info.update({"harvest_tokens_per_s": rate, "bare_tokens_per_s": bare, "ratio": rate / bare})
-    print(f"\nharvest {rate:,.0f} tok/s · bare forward to layer 12 {bare:,.0f} tok/s · ratio {rate / bare:.3f}")
+    print(f"\nharvest {rate:,.0f} tok/s · bare forward to layer {LAYER} {bare:,.0f} tok/s · ratio {rate / bare:.3f}")

@@ -76,9 +76,11 @@ class SparseAutoencoder(Dictionary):
 @dataclass
 class SAEReLU(Method):
     dict_ratio: float = 4.0  # dictionary size / d_model (the paper's residual dictionaries: R = 2)
-    l1_coeff: float = 3e-3  # alpha; activations are scaled to E||x||^2 = d_model, so it transfers across models
-    lr: float = 1e-3
-    batch_size: int = 1024
+    # alpha; activations are scaled to E||x||^2 = d_model, so it transfers across models. 2e-3 gives L0 ~ 20-60
+    # on the default preset (measured on SmolLM2 layer 12: 1.5e-3 -> L0 53, 3e-3 -> L0 21).
+    l1_coeff: float = 2e-3
+    lr: float = 3e-3  # few steps on a CPU budget: small batches and a larger lr beat batch 1024 at lr 1e-3
+    batch_size: int = 256
     epochs: float = 2.0
     tied: bool = False
     decoder_bias: bool = True
