@@ -8,7 +8,6 @@ Both are measured in the same process on the same tokens, so the ratio holds on 
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import time
 from pathlib import Path
@@ -36,15 +35,21 @@ def best_seconds(fn: Callable[[], None], repeats: int = 3) -> float:
 
 
 def bare_forward(model: SubjectModel, tokens: torch.Tensor, layer: int, batch: int) -> Callable[[], None]:
-    """The reference: the plain transformers body cut after `layer`, no hooks, nothing kept."""
-    hf = model.bridge.original_model
-    body = copy.copy(hf.model)
-    body.layers = hf.model.layers[: layer + 1]
+    """The reference: the plain transformers body cut after `layer`, no hooks, nothing kept.
+
+    The cut is made for the duration of each call and undone after it: the model object is shared.
+    """
+    body = model.bridge.original_model.model
 
     @torch.inference_mode()
     def run() -> None:
-        for b in tokens.split(batch):
-            body(b)
+        layers = body.layers
+        body.layers = layers[: layer + 1]
+        try:
+            for b in tokens.split(batch):
+                body(b)
+        finally:
+            body.layers = layers
 
     return run
 

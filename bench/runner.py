@@ -144,6 +144,9 @@ class Runner:
                 raise BenchError(f"dictionary {directory} has dimension {dictionary.d_in} but the hook gives "
                                  f"{store.d_model}; use another --out or delete that directory")
             meta = json.loads((directory / CONFIG_FILE).read_text())["meta"]
+            if meta.get("params") != asdict(method) or meta.get("activations") != store.manifest["key"]:
+                raise BenchError(f"{directory} was fitted with other settings or activations; "
+                                 "use a new --out (finished results there are kept)")
             return Fitted(label, method, dictionary, meta.get("fit_seconds", 0.0), meta.get("fit_info", {}))
         bar = progress.add_task(f"fit {label}", total=None)
         torch.manual_seed(self.cfg.seed)
@@ -153,7 +156,7 @@ class Runner:
         if progress.tasks[bar].total is None:
             progress.update(bar, completed=1, total=1)
         dictionary.save(directory, {"method": label, "params": asdict(method), "fit_seconds": seconds,
-                                    "fit_info": method.fit_info_})
+                                    "fit_info": method.fit_info_, "activations": store.manifest["key"]})
         return Fitted(label, method, dictionary, seconds, dict(method.fit_info_))
 
     # --- the whole run -----------------------------------------------------------------------------------
@@ -185,6 +188,9 @@ class Runner:
                 for f in fitted:
                     path = result_path(self.out, spec.model, spec.hook, f.label, task.name)
                     existing = read_result(path)
+                    if existing is not None and existing.get("resume_key") != self.resume_key(f, task, spec):
+                        raise BenchError(f"{path} holds a result from other settings; use a new --out "
+                                         "(finished results there are kept)")
                     (done if existing is not None else todo).append((f, path, existing))
                 records.extend(r for *_, r in done)
                 if not todo:
@@ -218,8 +224,14 @@ class Runner:
             l0 = (sparse[0].to(self.cfg.device).encode(x) != 0).float().sum(-1).mean().item()
         return max(1, round(l0))
 
+    def resume_key(self, f: Fitted, task, spec: HarvestSpec) -> str:
+        """What must match for a result on disk to stand for this one."""
+        return fingerprint({"activations": spec.key(), "method": asdict(f.method), "matched_k": f.matched_k,
+                            "task": task.name, "task_params": asdict(task), "seed": self.cfg.seed})
+
     def record(self, f: Fitted, task, output, store, spec, task_s: float) -> dict[str, Any]:
         return {
+            "resume_key": self.resume_key(f, task, spec),
             "model": spec.model,
             "hook": spec.hook,
             "method": f.label,

@@ -93,6 +93,11 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
 
+    # the same directory with other settings is refused rather than mixed or overwritten
+    clash = bench("run", "--preset", "smoke", "--methods", "neurons", "--seed", "1", "--out", str(out))
+    assert_one_line_error(clash, "use a new --out")
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+
     # a fresh run with the same seed reproduces every number bit for bit
     other = tmp_path / "again"
     third = bench("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--tasks", "reconstruction",

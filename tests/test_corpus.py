@@ -1,0 +1,48 @@
+"""The shipped corpus and user text: genres, a deterministic split by document, fixed-length contexts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from bench.corpus import load_corpus, make_contexts, split_documents
+from bench.errors import BenchError
+
+
+def test_shipped_corpus_is_varied_and_labelled(docs):
+    genres = Counter(d.genre for d in docs)
+    assert set(genres) >= {"fiction", "scripture", "quotations", "definitions", "technical"}
+    assert all(n >= 40 for n in genres.values()), genres
+    assert len({d.id for d in docs}) == len(docs)
+
+
+def test_split_is_by_document_and_deterministic(docs):
+    a, b = split_documents(docs), split_documents(list(reversed(docs)))
+    assert [d.id for d in a["eval"]] == [d.id for d in b["eval"]]
+    assert {d.id for d in a["train"]}.isdisjoint(d.id for d in a["eval"])
+    assert 0.05 < len(a["eval"]) / len(docs) < 0.15
+    assert len({d.genre for d in a["eval"]}) >= 5
+
+
+def test_contexts_have_fixed_length_and_know_their_document():
+    docs = load_corpus()[:50]
+    ctx = make_contexts(docs, lambda t: [len(w) for w in t.split()], ctx_len=16, n_contexts=40, bos_id=0)
+    assert ctx.tokens.shape == (40, 16) and (ctx.tokens[:, 0] == 0).all()
+    assert ctx.doc.max() < len(ctx.documents)
+    with pytest.raises(BenchError, match="give more text"):
+        make_contexts(docs[:1], lambda t: t.split()[:20], ctx_len=16, n_contexts=5)
+
+
+def test_user_text_files(tmp_path):
+    txt = tmp_path / "mine.txt"
+    txt.write_text("\n\n".join(f"Paragraph {i} " + "word " * 400 for i in range(10)))
+    docs = load_corpus(str(txt))
+    assert len(docs) == 3 and all(d.genre == "unlabelled" for d in docs)
+    jl = tmp_path / "mine.jsonl"
+    jl.write_text(json.dumps({"text": "hello there", "genre": "greeting"}) + "\n{oops\n")
+    with pytest.raises(BenchError, match="line 2 is not valid JSON"):
+        load_corpus(str(jl))
+    jl.write_text(json.dumps({"text": "hello there", "genre": "greeting"}) + "\n")
+    assert load_corpus(str(jl))[0].genre == "greeting"
