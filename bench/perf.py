@@ -89,8 +89,8 @@ def harvest_throughput(model_name: str, layer: int | None, n_tokens: int, batch:
         "bridge": tokens.numel() / best_seconds(bridge_forward(model, tokens, hook, batch)),
         "harvest": harvest_tokens / best_seconds(harvest_fn, repeats=2),
     }
-    table = Table(title=f"harvest throughput · {model.name} · {hook} · {tokens.numel()} tokens · "
-                        f"{torch.get_num_threads()} threads")
+    table = Table(title="harvest throughput", caption=f"{model.name} · {hook} · {tokens.numel()} tokens · "
+                  f"{torch.get_num_threads()} threads · best of 3")
     table.add_column("path")
     table.add_column("tokens/s", justify="right")
     table.add_column("vs bare", justify="right")
