@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from bench.errors import BenchError
 from bench.io import atomic_write_json
 
 SCHEMA = "decompbench.result/1"
@@ -66,9 +65,3 @@ def read_result(path: Path) -> dict[str, Any] | None:
         return None
     return record if record.get("schema") == SCHEMA else None
 
-
-def load_results(run_dir: Path) -> list[dict[str, Any]]:
-    results_dir = Path(run_dir) / "results"
-    if not results_dir.is_dir():
-        raise BenchError(f"{run_dir} holds no results/ directory: give a run directory made by `python -m bench run`")
-    return [r for p in sorted(results_dir.glob("*.json")) if (r := read_result(p)) is not None]

@@ -81,7 +81,7 @@ class LossRecovered(Task):
             "ce_increase": Metric(ce - self.ce_clean, False, description="CE_spliced - CE_clean"),
         }
         details = {"ce_clean": self.ce_clean, "ce_zero": self.ce_zero, "ce_mean": self.ce_mean,
-                   "n_predictions": self._n, "n_contexts": len(self._batches) and sum(len(b) for b in self._batches)}
+                   "n_predictions": self._n, "n_contexts": sum(len(b) for b in self._batches)}
         return TaskOutput(metrics, details)
 
 
