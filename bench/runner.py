@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,9 @@ class Runner:
 
     def build_methods(self) -> list[tuple[str, Method]]:
         built = []
-        for spec in expand_names(self.cfg.methods, method_registry.REGISTRY):
+        specs = [s for item in expand_names(self.cfg.methods, method_registry.REGISTRY)
+                 for s in method_registry.expand_spec(item)]
+        for spec in dict.fromkeys(specs):
             name, _ = method_registry.parse_spec(spec)
             defaults = self.cfg.method_params.get(name, {})
             method = method_registry.build_method(spec, defaults, self.cfg.seed, self.cfg.device)
@@ -186,6 +188,8 @@ class Runner:
             for task in task_list:
                 todo, done = [], []
                 for f in fitted:
+                    if task.refits and f.matched_k is not None and not f.method.sparse:
+                        continue  # a refit task scores the method itself, not its top-k variant
                     path = result_path(self.out, spec.model, spec.hook, f.label, task.name)
                     existing = read_result(path)
                     if existing is not None and existing.get("resume_key") != self.resume_key(f, task, spec):
@@ -200,8 +204,9 @@ class Runner:
                 progress.advance(bar)
                 for f, path, _ in todo:
                     start = time.perf_counter()
-                    with torch.inference_mode():
-                        output = task.evaluate(f.dictionary, ctx)
+                    method_ctx = replace(ctx, refit=self.refitter(f.method)) if task.refits else ctx
+                    with torch.inference_mode(not task.refits):
+                        output = task.evaluate(f.dictionary, method_ctx)
                     record = self.record(f, task, output, store, spec, time.perf_counter() - start)
                     write_result(path, record)
                     records.append(record)
@@ -209,6 +214,15 @@ class Runner:
 
         self.publish(records, [m for m in method_registry.REGISTRY])
         return records
+
+    def refitter(self, method: Method):
+        """A fresh copy of `method` (same settings and seed) fitted on data it is given."""
+
+        def refit(data) -> Dictionary:
+            torch.manual_seed(self.cfg.seed)
+            return type(method)(**asdict(method)).fit(data)
+
+        return refit
 
     def matched_k(self, fitted: list[Fitted], store) -> int | None:
         """k for the top-k rows: --matched-k, else the first sparse method's L0 on eval; None if nothing to match."""

@@ -1,7 +1,8 @@
 """Registered methods. Adding one is a module defining a `Method` dataclass plus one line in `REGISTRY`.
 
 A method is named on the command line by a spec: `name` or `name[key=value,...]`, e.g.
-`sae-relu[l1_coeff=1e-3,tied=true]`; the keys are the method's dataclass fields.
+`sae-relu[l1_coeff=1e-3,tied=true]`; the keys are the method's dataclass fields. `key=a|b|c` sweeps: it expands
+to one spec per value (several swept keys give every combination).
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
             raise BenchError(f"method spec {spec!r}: parameter {item!r} needs the form key=value")
         params[key.strip()] = value.strip()
     return m.group("name"), params
+
+
+def expand_spec(spec: str) -> list[str]:
+    """`"sae-relu[l1_coeff=1e-3|3e-3,tied=true]"` -> one spec per combination of swept values."""
+    name, params = parse_spec(spec)
+    combos: list[dict[str, str]] = [{}]
+    for key, value in params.items():
+        combos = [{**c, key: v.strip()} for c in combos for v in value.split("|")]
+    return [name + ("[" + ",".join(f"{k}={v}" for k, v in c.items()) + "]" if c else "") for c in combos]
 
 
 def _coerce(value: str, default: Any, field: str, method: str) -> Any:

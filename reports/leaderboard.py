@@ -20,6 +20,8 @@ PRIMARY = {
     ("loss_recovered", "loss_recovered"): "loss rec.",
     ("loss_recovered", "loss_recovered_mean"): "loss rec. (mean abl.)",
     ("loss_recovered", "kl"): "KL",
+    ("toy_superposition", "mmcs"): "toy MMCS",
+    ("toy_superposition", "recovered_fraction"): "toy recovered",
 }
 
 

@@ -6,8 +6,9 @@ from bench.errors import BenchError
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.loss_recovered import LossRecovered
 from tasks.reconstruction import Reconstruction
+from tasks.toy_superposition import ToySuperposition
 
-REGISTRY: dict[str, type[Task]] = {cls.name: cls for cls in (Reconstruction, LossRecovered)}
+REGISTRY: dict[str, type[Task]] = {cls.name: cls for cls in (Reconstruction, LossRecovered, ToySuperposition)}
 
 
 def build_task(name: str, overrides: dict | None = None) -> Task:

@@ -53,6 +53,9 @@ class TaskContext:
     seed: int = 0
     device: str = "cpu"
     progress: ProgressFn | None = None
+    # Fits the method behind the current dictionary again, same settings, on other data (`[n, d]` in an
+    # ArraySplit). Set by the runner for tasks with `refits = True`; the task still never learns the method.
+    refit: Callable[[Any], Dictionary] | None = None
     _model: "SubjectModel | None" = field(default=None, repr=False)
 
     @property
@@ -69,6 +72,7 @@ class Task(abc.ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_model: ClassVar[bool] = False
+    refits: ClassVar[bool] = False  # evaluated once per method (not per top-k variant), through ctx.refit
 
     def prepare(self, ctx: TaskContext) -> None:  # noqa: B027 - optional hook
         """Dictionary-independent work, done once per run before `evaluate` is called."""

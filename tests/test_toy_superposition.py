@@ -1,0 +1,79 @@
+"""Toy superposition: the generator, MMCS against known answers, and recovery by an SAE vs d-limited bases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from methods import build_method, expand_spec
+from tasks.base import TaskContext
+from tasks.toy_superposition import ToyData, ToySuperposition, distinct_lines, mmcs
+
+
+def test_generator_statistics():
+    data = ToyData(d=32, n_features=64, mean_active=5.0, seed=0)
+    x, c = data.sample(20_000, seed=1)
+    assert x.shape == (20_000, 32) and c.shape == (20_000, 64)
+    assert (c >= 0).all() and (c <= 1).all()
+    assert (c > 0).float().sum(-1).mean().item() == pytest.approx(5.0, rel=0.05)
+    freq = (c > 0).float().mean(0)
+    assert freq[0] > freq[-1]  # decaying frequencies
+    assert torch.allclose(x, c @ data.features(), atol=1e-5)
+    xc, cc = ToyData(d=32, n_features=64, correlated=True, seed=0).sample(20_000, seed=1)
+    assert (cc > 0).float().sum(-1).mean().item() == pytest.approx(5.0, rel=0.1)
+
+
+def test_mmcs_of_the_ground_truth_is_one():
+    g = ToyData(d=16, n_features=40).features()
+    assert mmcs(g, g) == pytest.approx(1.0, abs=1e-12)
+    assert mmcs(torch.cat([g, -g]), g) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_mmcs_of_random_directions_matches_the_formula():
+    d, m, n = 64, 256, 2000
+    truth = torch.nn.functional.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(0)), dim=-1)
+    rand = torch.nn.functional.normalize(torch.randn(m, d, generator=torch.Generator().manual_seed(1)), dim=-1)
+    # cos of two random unit vectors in d dims: (cos + 1) / 2 ~ Beta((d-1)/2, (d-1)/2); E[max of m] = 1 - int F^m
+    t = np.linspace(-1, 1, 200_001)
+    cdf = stats.beta.cdf((t + 1) / 2, (d - 1) / 2, (d - 1) / 2)
+    expected = 1 - integrate.trapezoid(cdf**m, t)
+    assert mmcs(rand, truth) == pytest.approx(expected, abs=0.01)
+
+
+def test_distinct_lines_counts_directions_up_to_sign():
+    e = torch.eye(3)
+    assert distinct_lines(torch.cat([e, -e])) == 3
+    assert distinct_lines(torch.cat([e, e[:1] * 2])) == 3
+
+
+def test_sweep_specs_expand():
+    assert expand_spec("sae-relu[l1_coeff=1e-3|3e-3,tied=true]") == [
+        "sae-relu[l1_coeff=1e-3,tied=true]", "sae-relu[l1_coeff=3e-3,tied=true]"]
+    assert expand_spec("pca") == ["pca"]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    task = ToySuperposition(d=48, n_features=96, n_train=20_000, n_eval=4_000)
+    ctx = TaskContext(store=None, hook="", model_loader=lambda: None)
+    task.prepare(ctx)
+    return task, ctx
+
+
+def _score(toy, spec):
+    task, ctx = toy
+    ctx.refit = lambda data: build_method(spec).fit(data)
+    out = task.evaluate(None, ctx)
+    return {k: m.value for k, m in out.metrics.items()}, out.details
+
+
+def test_sae_recovers_planted_features_and_pca_cannot(toy):
+    sae, _ = _score(toy, "sae-relu[dict_ratio=4,epochs=4]")
+    assert sae["recovered_fraction"] > 0.9 and sae["mmcs"] > 0.95
+    for spec in ("pca", "ica[max_iter=200]"):
+        dense, details = _score(toy, spec)
+        assert details["distinct_lines"] == 48 and details["recovery_bound"] == pytest.approx(0.5)
+        assert dense["recovered_fraction"] <= details["recovery_bound"]
+        assert dense["mmcs"] < sae["mmcs"]
