@@ -146,6 +146,7 @@ def to_markdown(boards: list[Leaderboard]) -> str:
 
 def to_rich(boards: list[Leaderboard], primary_only: bool = True):
     """rich renderables, one table per board."""
+    from rich.markup import escape
     from rich.table import Table
 
     tables = []
@@ -162,7 +163,7 @@ def to_rich(boards: list[Leaderboard], primary_only: bool = True):
             if previous is not None and r.group != previous:
                 t.add_section()
             previous = r.group
-            t.add_row(r.method, r.group, *[
+            t.add_row(escape(r.method), r.group, *[
                 f"[bold green]{fmt(r.values.get(c))}[/]" if b.best(r, c) else fmt(r.values.get(c)) for c in cols
             ])
         tables.append(t)

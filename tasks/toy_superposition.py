@@ -17,7 +17,7 @@ what caps PCA and ICA (d lines) below 1 when n_features > d.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -88,11 +88,7 @@ def distinct_lines(directions: torch.Tensor, tol: float = 1e-3) -> int:
 
 @dataclass
 class ToySuperposition(Task):
-    d: int = 256
-    n_features: int = 512
-    mean_active: float = 5.0
-    decay: float = 0.99
-    correlated: bool = False
+    data: ToyData = field(default_factory=ToyData)  # its seed is replaced by the run's seed
     n_train: int = 60_000
     n_eval: int = 10_000
     threshold: float = 0.9
@@ -102,7 +98,7 @@ class ToySuperposition(Task):
     refits = True
 
     def prepare(self, ctx: TaskContext) -> None:
-        self._data = ToyData(self.d, self.n_features, self.mean_active, self.decay, self.correlated, ctx.seed)
+        self._data = replace(self.data, seed=ctx.seed)
         self._truth = self._data.features()
         self._train = ArraySplit(self._data.sample(self.n_train, ctx.seed + 101)[0])
         self._eval = self._data.sample(self.n_eval, ctx.seed + 202)[0]
@@ -116,7 +112,7 @@ class ToySuperposition(Task):
             best = max_cosines(fitted.directions, self._truth)
             rec = reconstruction_metrics(fitted, self._eval)
         lines = distinct_lines(fitted.directions)
-        bound = min(1.0, lines / self.n_features) if self._max_pair_cos < 2 * self.threshold**2 - 1 else 1.0
+        bound = min(1.0, lines / self._data.n_features) if self._max_pair_cos < 2 * self.threshold**2 - 1 else 1.0
         metrics = {
             "mmcs": Metric(best.mean().item(), True, description="mean max cosine of ground truth to the dictionary"),
             "recovered_fraction": Metric((best > self.threshold).double().mean().item(), True,

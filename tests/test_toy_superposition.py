@@ -56,7 +56,7 @@ def test_sweep_specs_expand():
 
 @pytest.fixture(scope="module")
 def toy():
-    task = ToySuperposition(d=48, n_features=96, n_train=20_000, n_eval=4_000)
+    task = ToySuperposition(data=ToyData(d=48, n_features=96), n_train=20_000, n_eval=4_000)
     ctx = TaskContext(store=None, hook="", model_loader=lambda: None)
     task.prepare(ctx)
     return task, ctx
