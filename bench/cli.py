@@ -16,26 +16,36 @@ from rich.console import Console
 from bench.errors import BenchError
 
 
+def _add_run_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--model", default="smollm2-135m", help="registered model name or a local checkpoint directory")
+    cmd.add_argument("--layer", type=int, default=None, help="block index of the hook (default: the model's)")
+    cmd.add_argument("--hook-point", default="resid_post",
+                     choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
+    cmd.add_argument("--preset", default="default", help="smoke | default")
+    cmd.add_argument("--out", type=Path, default=None, help="run directory (default runs/<time>-<preset>); "
+                     "an existing one is resumed")
+    cmd.add_argument("--device", default="cpu", help="cpu | cuda")
+    cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--text", default=None, help="your own .txt/.jsonl corpus, or a locally cached HF dataset name")
+    cmd.add_argument("--matched-k", type=int, default=None, help="k for top-k rows (default: the SAE's L0)")
+    cmd.add_argument("--threads", type=int, default=None, help="torch CPU threads (results are bit-reproducible "
+                     "for a fixed seed and thread count)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="decompbench: compare activation decompositions")
     sub = p.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="harvest activations, fit methods, run tasks, print the leaderboard")
     run.add_argument("--methods", default="all", help="comma-separated method specs, e.g. pca,sae-relu[l1_coeff=1e-3]")
-    run.add_argument("--tasks", default="all", help="comma-separated task names")
-    run.add_argument("--model", default="smollm2-135m", help="registered model name or a local checkpoint directory")
-    run.add_argument("--layer", type=int, default=None, help="block index of the hook (default: the model's)")
-    run.add_argument("--hook-point", default="resid_post",
-                     choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
-    run.add_argument("--preset", default="default", help="smoke | default")
-    run.add_argument("--out", type=Path, default=None, help="run directory (default runs/<time>-<preset>); "
-                     "an existing one is resumed")
-    run.add_argument("--device", default="cpu", help="cpu | cuda")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--text", default=None, help="your own .txt/.jsonl corpus, or a locally cached HF dataset name")
-    run.add_argument("--matched-k", type=int, default=None, help="k for top-k rows (default: the SAE's L0)")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (results are bit-reproducible "
-                     "for a fixed seed and thread count)")
+    run.add_argument("--tasks", default="all", help="comma-separated task specs, e.g. toy_superposition[scale=paper]")
+    _add_run_options(run)
+
+    sweep = sub.add_parser("sweep", help="one method over a grid of settings, e.g. 'sae-relu[l1_coeff=1e-3|3e-3]'; "
+                           "writes sweeps.json (the curves) beside the leaderboard")
+    sweep.add_argument("spec", help="method spec whose key=a|b|c values are swept (every combination)")
+    sweep.add_argument("--tasks", default="reconstruction,toy_superposition", help="comma-separated task specs")
+    _add_run_options(sweep)
 
     sub.add_parser("list", help="registered models, methods and tasks")
 
@@ -77,7 +87,7 @@ def cmd_list(_: argparse.Namespace) -> int:
     from bench.config import PRESETS
     from bench.models import MODELS
 
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per entry, also when piped
     console.print("[bold]models[/]")
     for name, e in MODELS.items():
         console.print(f"  {name:22s} {e.description} (default layer {e.default_layer})")
@@ -113,7 +123,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "perf": cmd_perf, "clean-cache": cmd_clean}
+def cmd_sweep(args: argparse.Namespace) -> int:
+    args.methods = args.spec
+    return cmd_run(args)
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "perf": cmd_perf, "clean-cache": cmd_clean}
 
 
 def main(argv: list[str] | None = None) -> int:

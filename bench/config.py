@@ -48,7 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "random": dict(dict_ratio=2.0),
             "ica": dict(max_tokens=4_000, max_iter=40),
         },
-        task_params={"loss_recovered": dict(n_contexts=8), "toy_superposition": dict(n_train=20_000, n_eval=4_000)},
+        task_params={"loss_recovered": dict(n_contexts=8), "toy_superposition": dict(scale="smoke")},
     ),
     "default": dict(
         train_contexts=2048,  # 262k tokens
@@ -58,7 +58,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "random": dict(dict_ratio=4.0),
             "ica": dict(max_tokens=10_000, max_iter=100),
         },
-        task_params={"loss_recovered": dict(n_contexts=24), "toy_superposition": dict(n_train=60_000, n_eval=10_000)},
+        task_params={"loss_recovered": dict(n_contexts=24), "toy_superposition": dict(scale="fast")},
     ),
 }
 

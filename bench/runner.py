@@ -27,9 +27,11 @@ from bench.harvest import HarvestSpec, harvest
 from bench.io import atomic_write_json, atomic_write_text, fingerprint
 from bench.models import SubjectModel, load_model, model_fingerprint, resolve_model
 from bench.results import environment, now, read_result, result_path, write_result
+from bench.specs import canonical_label, expand_spec, parse_spec, split_specs
 from methods.base import Method
 from reports.leaderboard import build_leaderboards, to_markdown, to_rich
-from tasks.base import TaskContext
+from reports.sweeps import sweep_curves
+from tasks.base import Task, TaskContext
 
 
 def expand_names(requested: tuple[str, ...], registry: dict[str, Any]) -> list[str]:
@@ -39,21 +41,6 @@ def expand_names(requested: tuple[str, ...], registry: dict[str, Any]) -> list[s
         for name in split_specs(item):
             names.extend(registry) if name == "all" else names.append(name)
     return list(dict.fromkeys(names))
-
-
-def split_specs(text: str) -> list[str]:
-    """Split a --methods value on commas that are not inside [...]."""
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch == "["
-        depth -= ch == "]"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p.strip() for p in parts if p.strip()]
 
 
 def check_writable(out: Path) -> None:
@@ -102,18 +89,23 @@ class Runner:
 
     def build_methods(self) -> list[tuple[str, Method]]:
         built = []
-        specs = [s for item in expand_names(self.cfg.methods, method_registry.REGISTRY)
-                 for s in method_registry.expand_spec(item)]
+        specs = [s for item in expand_names(self.cfg.methods, method_registry.REGISTRY) for s in expand_spec(item)]
         for spec in dict.fromkeys(specs):
             name, _ = method_registry.parse_spec(spec)
             defaults = self.cfg.method_params.get(name, {})
             method = method_registry.build_method(spec, defaults, self.cfg.seed, self.cfg.device)
-            built.append((method_registry.canonical_spec(method, defaults), method))
+            built.append((canonical_label(method, defaults, {"seed", "device"}), method))
         return built
 
-    def build_tasks(self) -> list:
-        names = expand_names(self.cfg.tasks, task_registry.REGISTRY)
-        return [task_registry.build_task(n, self.cfg.task_params.get(n)) for n in names]
+    def build_tasks(self) -> list[tuple[str, Task]]:
+        built = []
+        specs = [s for item in expand_names(self.cfg.tasks, task_registry.REGISTRY) for s in expand_spec(item)]
+        for spec in dict.fromkeys(specs):
+            name, _ = parse_spec(spec)
+            defaults = self.cfg.task_params.get(name, {})
+            task = task_registry.build_task(spec, defaults)
+            built.append((canonical_label(task, defaults), task))
+        return built
 
     def plan_activations(self) -> tuple[HarvestSpec, list]:
         """Resolve model, hook and text without loading the model: bad input fails before any work."""
@@ -185,12 +177,12 @@ class Runner:
 
             ctx = TaskContext(store=store, hook=spec.hook, model_loader=self.model, seed=cfg.seed, device=cfg.device)
             records = []
-            for task in task_list:
+            for task_label, task in task_list:
                 todo, done = [], []
                 for f in fitted:
                     if task.refits and f.matched_k is not None and not f.method.sparse:
                         continue  # a refit task scores the method itself, not its top-k variant
-                    path = result_path(self.out, spec.model, spec.hook, f.label, task.name)
+                    path = result_path(self.out, spec.model, spec.hook, f.label, task_label)
                     existing = read_result(path)
                     if existing is not None and existing.get("resume_key") != self.resume_key(f, task, spec):
                         raise BenchError(f"{path} holds a result from other settings; use a new --out "
@@ -199,7 +191,7 @@ class Runner:
                 records.extend(r for *_, r in done)
                 if not todo:
                     continue
-                bar = progress.add_task(f"task {task.name}", total=len(todo) + 1)
+                bar = progress.add_task(f"task {task_label}", total=len(todo) + 1)
                 task.prepare(ctx)
                 progress.advance(bar)
                 for f, path, _ in todo:
@@ -207,7 +199,7 @@ class Runner:
                     method_ctx = replace(ctx, refit=self.refitter(f.method)) if task.refits else ctx
                     with torch.inference_mode(not task.refits):
                         output = task.evaluate(f.dictionary, method_ctx)
-                    record = self.record(f, task, output, store, spec, time.perf_counter() - start)
+                    record = self.record(f, task_label, task, output, store, spec, time.perf_counter() - start)
                     write_result(path, record)
                     records.append(record)
                     progress.advance(bar)
@@ -243,7 +235,7 @@ class Runner:
         return fingerprint({"activations": spec.key(), "method": asdict(f.method), "matched_k": f.matched_k,
                             "task": task.name, "task_params": asdict(task), "seed": self.cfg.seed})
 
-    def record(self, f: Fitted, task, output, store, spec, task_s: float) -> dict[str, Any]:
+    def record(self, f: Fitted, task_label: str, task: Task, output, store, spec, task_s: float) -> dict[str, Any]:
         return {
             "resume_key": self.resume_key(f, task, spec),
             "model": spec.model,
@@ -254,7 +246,8 @@ class Runner:
             "sparse": f.method.sparse,
             "matched_k": f.matched_k,
             "fit_info": f.fit_info,
-            "task": task.name,
+            "task": task_label,
+            "task_name": task.name,
             "task_params": asdict(task),
             "metrics": {name: m.to_json() for name, m in output.metrics.items()},
             "details": output.details,
@@ -275,6 +268,8 @@ class Runner:
         boards = build_leaderboards(records, order)
         atomic_write_text(self.out / "leaderboard.md", "# decompbench leaderboard\n\n" + to_markdown(boards))
         atomic_write_json(self.out / "leaderboard.json", {"boards": [b.to_json() for b in boards]})
+        if curves := sweep_curves(records):
+            atomic_write_json(self.out / "sweeps.json", curves)
         out_console = Console(width=None if Console().is_terminal else 140)
         for table in to_rich(boards):
             out_console.print(table)

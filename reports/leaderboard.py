@@ -151,12 +151,13 @@ def to_rich(boards: list[Leaderboard], primary_only: bool = True):
 
     tables = []
     for b in boards:
-        cols = [c for c in b.columns if not primary_only or (c.task, c.metric) in PRIMARY]
+        cols = [c for c in b.columns if not primary_only or (_base(c.task), c.metric) in PRIMARY]
         t = Table(title=f"{b.model} · {b.hook}", caption="\n".join(b.notes), caption_justify="left")
         t.add_column("method", style="bold", no_wrap=True)
         t.add_column("codes", no_wrap=True)
         for c in cols:
-            name = PRIMARY.get((c.task, c.metric), f"{c.task}.{c.metric}")
+            name = PRIMARY.get((_base(c.task), c.metric), f"{c.task}.{c.metric}")
+            name = escape(name if c.task == _base(c.task) else f"{name} {c.task[len(_base(c.task)):]}")
             t.add_column(f"{name} {'↑' if c.higher_is_better else '↓'}", justify="right")
         previous = None
         for r in b.rows:

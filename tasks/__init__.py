@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.errors import BenchError
+from bench.specs import build
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.loss_recovered import LossRecovered
 from tasks.reconstruction import Reconstruction
@@ -11,10 +11,9 @@ from tasks.toy_superposition import ToySuperposition
 REGISTRY: dict[str, type[Task]] = {cls.name: cls for cls in (Reconstruction, LossRecovered, ToySuperposition)}
 
 
-def build_task(name: str, overrides: dict | None = None) -> Task:
-    if name not in REGISTRY:
-        raise BenchError(f"unknown task {name!r}; choose from {', '.join(REGISTRY)} (see `python -m bench list`)")
-    return REGISTRY[name](**(overrides or {}))
+def build_task(spec: str, overrides: dict | None = None) -> Task:
+    """Instantiate a task from its spec, e.g. `toy_superposition[scale=paper]` (see `bench.specs`)."""
+    return build(spec, REGISTRY, "task", overrides)
 
 
 __all__ = ["REGISTRY", "Metric", "Task", "TaskContext", "TaskOutput", "build_task"]

@@ -86,11 +86,18 @@ def distinct_lines(directions: torch.Tensor, tol: float = 1e-3) -> int:
     return int((~torch.tril(dup, diagonal=-1).any(dim=1)).sum())
 
 
+# (train samples, eval samples). "paper": the published scale of Sharkey et al. / the paper's replication
+# (20 k steps of batch 256 there; here 1 M samples, which the method sees for its own number of epochs).
+SCALES = {"smoke": (20_000, 4_000), "fast": (60_000, 10_000), "paper": (1_000_000, 20_000)}
+
+
 @dataclass
 class ToySuperposition(Task):
     data: ToyData = field(default_factory=ToyData)  # its seed is replaced by the run's seed
-    n_train: int = 60_000
-    n_eval: int = 10_000
+    scale: str = "fast"  # smoke | fast | paper: sample counts, unless n_train / n_eval are given
+    n_train: int | None = None
+    n_eval: int | None = None
+    correlated: bool = False  # Gaussian-copula correlated features instead of independent ones
     threshold: float = 0.9
 
     name = "toy_superposition"
@@ -98,10 +105,13 @@ class ToySuperposition(Task):
     refits = True
 
     def prepare(self, ctx: TaskContext) -> None:
-        self._data = replace(self.data, seed=ctx.seed)
+        if self.scale not in SCALES:
+            raise BenchError(f"toy_superposition: unknown scale {self.scale!r}; choose from {', '.join(SCALES)}")
+        n_train, n_eval = SCALES[self.scale]
+        self._data = replace(self.data, seed=ctx.seed, correlated=self.correlated or self.data.correlated)
         self._truth = self._data.features()
-        self._train = ArraySplit(self._data.sample(self.n_train, ctx.seed + 101)[0])
-        self._eval = self._data.sample(self.n_eval, ctx.seed + 202)[0]
+        self._train = ArraySplit(self._data.sample(self.n_train or n_train, ctx.seed + 101)[0])
+        self._eval = self._data.sample(self.n_eval or n_eval, ctx.seed + 202)[0]
         self._max_pair_cos = (self._truth @ self._truth.T).fill_diagonal_(0).abs().max().item()
 
     def evaluate(self, dictionary: Dictionary, ctx: TaskContext) -> TaskOutput:

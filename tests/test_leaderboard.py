@@ -24,3 +24,20 @@ def test_groups_best_marks_and_escaped_specs():
     for table in to_rich([board]):
         console.print(table)
     assert "sae-relu[l1_coeff=0.001]" in console.export_text()
+
+
+def test_sweep_curves_keep_only_the_varying_parameter():
+    from reports.sweeps import sweep_curves
+
+    def rec(l1, mmcs, task="toy_superposition"):
+        return {"method": f"sae-relu[l1_coeff={l1}]", "method_name": "sae-relu", "sparse": True, "matched_k": None,
+                "method_params": {"l1_coeff": l1, "dict_ratio": 4.0, "seed": 0}, "task": task,
+                "metrics": {"mmcs": {"value": mmcs}}}
+
+    records = [rec(1e-2, 0.98), rec(1e-3, 0.95), rec(3e-3, 0.99),
+               {**rec(1e-3, 0.5), "method_name": "pca", "method": "pca", "method_params": {"seed": 0}}]
+    curves = sweep_curves(records)
+    assert list(curves) == ["sae-relu"]  # pca ran at one setting: no curve
+    points = curves["sae-relu"]["toy_superposition"]
+    assert [p["params"] for p in points] == [{"l1_coeff": 1e-3}, {"l1_coeff": 3e-3}, {"l1_coeff": 1e-2}]
+    assert [p["metrics"]["mmcs"] for p in points] == [0.95, 0.99, 0.98]

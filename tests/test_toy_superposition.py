@@ -77,3 +77,15 @@ def test_sae_recovers_planted_features_and_pca_cannot(toy):
         assert details["distinct_lines"] == 48 and details["recovery_bound"] == pytest.approx(0.5)
         assert dense["recovered_fraction"] <= details["recovery_bound"]
         assert dense["mmcs"] < sae["mmcs"]
+
+
+def test_task_specs_and_scales():
+    import tasks
+    from bench.errors import BenchError
+
+    t = tasks.build_task("toy_superposition[scale=paper,correlated=true]")
+    assert (t.scale, t.correlated) == ("paper", True)
+    with pytest.raises(BenchError, match="has no parameter 'data'"):
+        tasks.build_task("toy_superposition[data=1]")
+    with pytest.raises(BenchError, match="unknown scale 'huge'"):
+        tasks.build_task("toy_superposition[scale=huge]").prepare(TaskContext(store=None, hook="", model_loader=None))
