@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from bench.errors import BenchError
 
@@ -48,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_options(sweep)
 
     sub.add_parser("list", help="registered models, methods and tasks")
+
+    check = sub.add_parser("check-method", help="run the method contract on a method (a plugin's too) on real "
+                           "activations of the smoke preset")
+    check.add_argument("spec", help="method spec, e.g. kmeans or my-method[alpha=2]")
+    check.add_argument("--model", default="smollm2-135m")
+    check.add_argument("--layer", type=int, default=None)
 
     perf = sub.add_parser("perf", help="measure harvesting throughput against a bare forward pass")
     perf.add_argument("--model", default="smollm2-135m")
@@ -94,12 +101,43 @@ def cmd_list(_: argparse.Namespace) -> int:
     console.print("[bold]methods[/]")
     for name, cls in methods.REGISTRY.items():
         params = ", ".join(f"{k}={v}" for k, v in methods.method_fields(cls).items())
-        console.print(f"  {name:22s} {cls.description}" + (f"  [dim]({params})[/]" if params else ""))
+        console.print(f"  {name:22s} {cls.description}" + _origin(methods.ORIGINS[name])
+                      + (f"  [dim]({escape(params)})[/]" if params else ""))
     console.print("[bold]tasks[/]")
     for name, cls in tasks.REGISTRY.items():
-        console.print(f"  {name:22s} {cls.description}")
+        console.print(f"  {name:22s} {cls.description}" + _origin(tasks.ORIGINS[name]))
     console.print("[bold]presets[/]")
     console.print("  " + ", ".join(PRESETS))
+    return 0
+
+
+def _origin(package: str) -> str:
+    from bench.plugins import BUILTIN
+
+    return "" if package == BUILTIN else f"  [cyan]\\[plugin from {escape(package)}][/]"
+
+
+def cmd_check_method(args: argparse.Namespace) -> int:
+    from bench.config import make_config
+    from bench.contract import check_method
+    from bench.harvest import harvest
+    from bench.models import load_model
+    from bench.runner import Runner
+
+    console = Console(stderr=True)
+    cfg = make_config("smoke", model=args.model, layer=args.layer)
+    spec, docs = Runner(cfg, Path("."), console).plan_activations()
+    with console.status(f"activations for the check ({spec.model} · {spec.hook}, smoke preset) …"):
+        store = harvest(spec, docs, lambda: load_model(cfg.model, cfg.device), cfg.harvest_batch)
+    with console.status(f"fitting {args.spec} twice and checking the contract …"):
+        try:
+            dictionary = check_method(args.spec, store.train, store.eval.kept_activations(4096))
+        except AssertionError as e:
+            console.print(f"[bold red]FAIL[/] {escape(str(e))}")
+            return 1
+    console.print(f"[bold green]OK[/] {escape(args.spec)}: Dictionary with d_in={dictionary.d_in}, "
+                  f"d_dict={dictionary.d_dict}; shapes, non-negative codes, batch independence, unit directions, "
+                  "seeded determinism and save/load round trip hold on real activations")
     return 0
 
 
@@ -128,7 +166,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "perf": cmd_perf, "clean-cache": cmd_clean}
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "check-method": cmd_check_method, "perf": cmd_perf, "clean-cache": cmd_clean}
 
 
 def main(argv: list[str] | None = None) -> int:

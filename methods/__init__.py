@@ -1,4 +1,5 @@
-"""Registered methods. Adding one is a module defining a `Method` dataclass plus one line in `REGISTRY`.
+"""Registered methods. Adding one is a module defining a `Method` dataclass plus one line in `REGISTRY`
+(or an entry point in the group `decompbench.methods` of another package: see `bench.plugins`).
 
 A method is named on the command line by a spec (see `bench.specs`), e.g. `sae-relu[l1_coeff=1e-3,tied=true]`.
 """
@@ -7,17 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.plugins import BUILTIN, load_plugins
 from bench.specs import build, canonical_label, expand_spec, parse_spec, settable_fields
 from methods.base import Method
 from methods.ica import ICA
+from methods.kmeans import KMeans
 from methods.neurons import Neurons
 from methods.pca import PCA
 from methods.random_dirs import RandomDirections
 from methods.sae_relu import SAEReLU
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Neurons, PCA, ICA, RandomDirections, SAEReLU)
+    cls.name: cls for cls in (Neurons, PCA, ICA, RandomDirections, SAEReLU, KMeans)
 }
+ORIGINS: dict[str, str] = dict.fromkeys(REGISTRY, BUILTIN)  # name -> package that provides it
+load_plugins("decompbench.methods", Method, REGISTRY, ORIGINS)
 
 _RUNNER_FIELDS = {"seed", "device"}
 
@@ -37,4 +42,4 @@ def canonical_spec(method: Method, defaults: dict[str, Any] | None = None) -> st
     return canonical_label(method, defaults, _RUNNER_FIELDS)
 
 
-__all__ = ["REGISTRY", "build_method", "canonical_spec", "expand_spec", "method_fields", "parse_spec"]
+__all__ = ["ORIGINS", "REGISTRY", "build_method", "canonical_spec", "expand_spec", "method_fields", "parse_spec"]

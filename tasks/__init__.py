@@ -1,7 +1,9 @@
-"""Registered tasks. Adding one is a module defining a `Task` dataclass plus one line in `REGISTRY`."""
+"""Registered tasks. Adding one is a module defining a `Task` dataclass plus one line in `REGISTRY`
+(or an entry point in the group `decompbench.tasks` of another package: see `bench.plugins`)."""
 
 from __future__ import annotations
 
+from bench.plugins import BUILTIN, load_plugins
 from bench.specs import build
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.loss_recovered import LossRecovered
@@ -9,6 +11,8 @@ from tasks.reconstruction import Reconstruction
 from tasks.toy_superposition import ToySuperposition
 
 REGISTRY: dict[str, type[Task]] = {cls.name: cls for cls in (Reconstruction, LossRecovered, ToySuperposition)}
+ORIGINS: dict[str, str] = dict.fromkeys(REGISTRY, BUILTIN)  # name -> package that provides it
+load_plugins("decompbench.tasks", Task, REGISTRY, ORIGINS)
 
 
 def build_task(spec: str, overrides: dict | None = None) -> Task:
@@ -16,4 +20,4 @@ def build_task(spec: str, overrides: dict | None = None) -> Task:
     return build(spec, REGISTRY, "task", overrides)
 
 
-__all__ = ["REGISTRY", "Metric", "Task", "TaskContext", "TaskOutput", "build_task"]
+__all__ = ["ORIGINS", "REGISTRY", "Metric", "Task", "TaskContext", "TaskOutput", "build_task"]

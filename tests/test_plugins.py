@@ -1,0 +1,58 @@
+"""A method from another package, through the `decompbench.methods` entry point group, end to end.
+
+The plugin in tests/plugin_pkg is registered on the fly: its source and a .dist-info with its entry points are
+put on PYTHONPATH (what `pip install` would leave in site-packages), beside a broken plugin that must only warn.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import ROOT, bench
+
+PLUGIN = ROOT / "tests" / "plugin_pkg"
+
+
+def _dist(site: Path, name: str, entry_points: str) -> None:
+    info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(entry_points)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("site")
+    shutil.copytree(PLUGIN / "decompbench_toyplugin", site / "decompbench_toyplugin")
+    _dist(site, "decompbench-toyplugin", "[decompbench.methods]\ncentred-neurons = decompbench_toyplugin:CentredNeurons\n")
+    _dist(site, "decompbench-broken", "[decompbench.methods]\nbroken = decompbench_broken_missing:Nothing\n")
+    return site
+
+
+def test_list_shows_plugin_with_origin_and_warns_once_for_the_broken_one(site):
+    result = bench("list", env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    line = next(l for l in result.stdout.splitlines() if "centred-neurons" in l)
+    assert "plugin from decompbench-toyplugin" in line
+    warnings = [l for l in result.stderr.splitlines() if "decompbench-broken" in l]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: skipped plugin 'broken'")
+
+
+def test_check_method_runs_the_contract_on_a_plugin(site):
+    result = bench("check-method", "centred-neurons", env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    assert "OK centred-neurons" in result.stderr
+
+
+def test_plugin_method_reaches_the_leaderboard(site, tmp_path):
+    out = tmp_path / "run"
+    result = bench("run", "--preset", "smoke", "--methods", "centred-neurons,pca", "--tasks", "reconstruction",
+                   "--out", str(out), env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((out / "leaderboard.json").read_text())["boards"][0]["rows"]
+    assert "centred-neurons" in {r["method"] for r in rows}
+    assert "centred-neurons" in result.stdout
