@@ -168,10 +168,11 @@ class Runner:
             fitted = [self.fit(label, method, store, progress) for label, method in built]
             k = self.matched_k(fitted, store)
             if k is not None:
+                reference = next((f for f in fitted if f.method.sparse), None)
                 for f in list(fitted):
-                    if f.method.sparse:
-                        f.matched_k = k
-                    else:
+                    if f is reference:
+                        f.matched_k = k  # the sparse method whose L0 sets k stands among the top-k rows
+                    elif not f.method.sparse:
                         fitted.append(Fitted(f"{f.label}@top{k}", f.method, TopKDictionary.wrap(f.dictionary, k),
                                              f.fit_seconds, f.fit_info, k))
 
@@ -217,7 +218,10 @@ class Runner:
         return refit
 
     def matched_k(self, fitted: list[Fitted], store) -> int | None:
-        """k for the top-k rows: --matched-k, else the first sparse method's L0 on eval; None if nothing to match."""
+        """k for the top-k rows: --matched-k, else the first sparse method's L0 on eval; None if nothing to match.
+
+        The first sparse method in --methods order (registry order for `all`) sets k.
+        """
         if all(f.method.sparse for f in fitted):
             return None
         if self.cfg.matched_k is not None:
