@@ -6,12 +6,12 @@ saved in the run directory and reused when the run is repeated with the same `--
 
 from __future__ import annotations
 
+import json
 import os
 import time
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from rich.console import Console
@@ -87,25 +87,25 @@ class Runner:
                 self._model = load_model(self.cfg.model, self.cfg.device)
         return self._model
 
-    def build_methods(self) -> list[tuple[str, Method]]:
+    @staticmethod
+    def _configure(requested: tuple[str, ...], registry: dict[str, Any], presets: dict[str, dict[str, Any]],
+                   build: Callable[[str, dict[str, Any]], Any], exclude: set[str] = frozenset()) -> list[tuple[str, Any]]:
+        """(label, object) per requested spec, sweeps expanded; labels name the settings that differ from the preset."""
         built = []
-        specs = [s for item in expand_names(self.cfg.methods, method_registry.REGISTRY) for s in expand_spec(item)]
+        specs = [s for item in expand_names(requested, registry) for s in expand_spec(item)]
         for spec in dict.fromkeys(specs):
-            name, _ = method_registry.parse_spec(spec)
-            defaults = self.cfg.method_params.get(name, {})
-            method = method_registry.build_method(spec, defaults, self.cfg.seed, self.cfg.device)
-            built.append((canonical_label(method, defaults, {"seed", "device"}), method))
+            defaults = presets.get(parse_spec(spec)[0], {})
+            obj = build(spec, defaults)
+            built.append((canonical_label(obj, defaults, exclude), obj))
         return built
 
+    def build_methods(self) -> list[tuple[str, Method]]:
+        cfg = self.cfg
+        return self._configure(cfg.methods, method_registry.REGISTRY, cfg.method_params,
+                               lambda s, d: method_registry.build_method(s, d, cfg.seed, cfg.device), {"seed", "device"})
+
     def build_tasks(self) -> list[tuple[str, Task]]:
-        built = []
-        specs = [s for item in expand_names(self.cfg.tasks, task_registry.REGISTRY) for s in expand_spec(item)]
-        for spec in dict.fromkeys(specs):
-            name, _ = parse_spec(spec)
-            defaults = self.cfg.task_params.get(name, {})
-            task = task_registry.build_task(spec, defaults)
-            built.append((canonical_label(task, defaults), task))
-        return built
+        return self._configure(self.cfg.tasks, task_registry.REGISTRY, self.cfg.task_params, task_registry.build_task)
 
     def plan_activations(self) -> tuple[HarvestSpec, list]:
         """Resolve model, hook and text without loading the model: bad input fails before any work."""

@@ -54,7 +54,7 @@ class LossRecovered(Task):
         """Mean CE and mean KL(clean || edited) with `replace` applied at the kept positions."""
         model, store = ctx.model, ctx.store
         ce = kl = 0.0
-        for tb, clean_logp in zip(self._batches, self._clean_logp):
+        for tb, clean_logp in zip(self._batches, self._clean_logp, strict=True):
 
             def edit(act: torch.Tensor, tb: torch.Tensor = tb) -> torch.Tensor:
                 keep = store.exclusion.mask(tb.to(act.device), act, model.special_ids, store.reference_norm)
