@@ -48,7 +48,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "random": dict(dict_ratio=2.0),
             "ica": dict(max_tokens=4_000, max_iter=40),
         },
-        task_params={"loss_recovered": dict(n_contexts=8), "toy_superposition": dict(scale="smoke")},
+        task_params={"loss_recovered": dict(n_contexts=8), "toy_superposition": dict(scale="smoke"),
+                     "sparse_probing": dict(n_train_contexts=160, n_eval_contexts=32, min_examples=3)},
     ),
     "default": dict(
         train_contexts=2048,  # 262k tokens

@@ -33,6 +33,7 @@ class HarvestSpec:
     exclusion: ExclusionRule
     shard_contexts: int = 256
     dtype: str = "float32"
+    max_per_doc: int = 16  # contexts cut from one document at most: small samples still span many documents
 
     def key(self) -> str:
         return fingerprint(asdict(self), n=16)
@@ -85,8 +86,8 @@ def harvest(
     bos = model.tokenizer.bos_token_id if model.entry.prepend_bos else None
     splits = split_documents(docs)
     contexts = {
-        "train": make_contexts(splits["train"], model.tokenize, spec.ctx_len, spec.train_contexts, bos),
-        "eval": make_contexts(splits["eval"], model.tokenize, spec.ctx_len, spec.eval_contexts, bos),
+        s: make_contexts(splits[s], model.tokenize, spec.ctx_len, n, bos, spec.max_per_doc)
+        for s, n in (("train", spec.train_contexts), ("eval", spec.eval_contexts))
     }
     for s in SPLITS:
         manifest["splits"][s]["documents"] = [[d.id, d.genre] for d in contexts[s].documents]

@@ -181,8 +181,8 @@ class Runner:
             for task_label, task in task_list:
                 todo, done = [], []
                 for f in fitted:
-                    if task.refits and f.matched_k is not None and not f.method.sparse:
-                        continue  # a refit task scores the method itself, not its top-k variant
+                    if not task.topk_rows and f.matched_k is not None and not f.method.sparse:
+                        continue
                     path = result_path(self.out, spec.model, spec.hook, f.label, task_label)
                     existing = read_result(path)
                     if existing is not None and existing.get("resume_key") != self.resume_key(f, task, spec):

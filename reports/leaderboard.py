@@ -22,6 +22,9 @@ PRIMARY = {
     ("loss_recovered", "kl"): "KL",
     ("toy_superposition", "mmcs"): "toy MMCS",
     ("toy_superposition", "recovered_fraction"): "toy recovered",
+    ("sparse_probing", "auroc_k1"): "probe k=1",
+    ("sparse_probing", "auroc_k5"): "probe k=5",
+    ("sparse_probing", "dense_auroc"): "dense probe",
 }
 
 

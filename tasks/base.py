@@ -72,7 +72,8 @@ class Task(abc.ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_model: ClassVar[bool] = False
-    refits: ClassVar[bool] = False  # evaluated once per method (not per top-k variant), through ctx.refit
+    refits: ClassVar[bool] = False  # asks the method to fit again on other data, through ctx.refit
+    topk_rows: ClassVar[bool] = True  # also score the top-k (matched-sparsity) variants of dense methods
 
     def prepare(self, ctx: TaskContext) -> None:  # noqa: B027 - optional hook
         """Dictionary-independent work, done once per run before `evaluate` is called."""

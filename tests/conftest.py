@@ -38,7 +38,7 @@ def small_spec(model, docs, train_contexts: int = 48, eval_contexts: int = 16, s
     return HarvestSpec(
         model=model.name, model_fingerprint=model_fingerprint(model.entry), hook=HOOK,
         corpus_fingerprint=corpus_fingerprint(docs), ctx_len=64, train_contexts=train_contexts,
-        eval_contexts=eval_contexts, exclusion=ExclusionRule(), shard_contexts=shard_contexts,
+        eval_contexts=eval_contexts, exclusion=ExclusionRule(), shard_contexts=shard_contexts, max_per_doc=2,
     )
 
 
@@ -49,5 +49,5 @@ def store_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def store(model, docs, store_root):
-    """A real store: 48 train + 16 eval contexts of 64 tokens at layer 6 of SmolLM2."""
+    """A real store: 48 train + 16 eval contexts of 64 tokens at layer 6 of SmolLM2, at most 2 per document."""
     return harvest(small_spec(model, docs), docs, lambda: model, batch_size=16, root=store_root)
