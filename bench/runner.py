@@ -274,7 +274,7 @@ class Runner:
         atomic_write_json(self.out / "leaderboard.json", {"boards": [b.to_json() for b in boards]})
         if curves := sweep_curves(records):
             atomic_write_json(self.out / "sweeps.json", curves)
-        out_console = Console(width=None if Console().is_terminal else 140)
+        out_console = Console(width=None if Console().is_terminal else 180)
         for table in to_rich(boards):
             out_console.print(table)
         self.console.print(f"results: {self.out}/results  ·  leaderboard: {self.out}/leaderboard.md")

@@ -14,7 +14,6 @@ from typing import Any
 # Shown in the terminal, with short headers; Markdown and JSON carry every metric.
 PRIMARY = {
     ("reconstruction", "fvu"): "FVU",
-    ("reconstruction", "cosine"): "cos",
     ("reconstruction", "l0"): "L0",
     ("reconstruction", "dead_fraction"): "dead",
     ("loss_recovered", "loss_recovered"): "loss rec.",
@@ -22,7 +21,6 @@ PRIMARY = {
     ("loss_recovered", "kl"): "KL",
     ("toy_superposition", "mmcs"): "toy MMCS",
     ("toy_superposition", "recovered_fraction"): "toy recovered",
-    ("sparse_probing", "auroc_k1"): "probe k=1",
     ("sparse_probing", "auroc_k5"): "probe k=5",
     ("sparse_probing", "dense_auroc"): "dense probe",
 }
