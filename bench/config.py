@@ -59,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "random": dict(dict_ratio=4.0),
             "ica": dict(max_tokens=10_000, max_iter=100),
         },
-        task_params={"loss_recovered": dict(n_contexts=24), "toy_superposition": dict(scale="fast")},
+        task_params={"loss_recovered": dict(n_contexts=16), "toy_superposition": dict(scale="fast")},
     ),
 }
 
