@@ -166,9 +166,10 @@ class Runner:
         with _progress(self.console) as progress:
             store = self.activations(spec, docs, progress)
             fitted = [self.fit(label, method, store, progress) for label, method in built]
-            k = self.matched_k(fitted, store)
+            # The first sparse method in --methods order (registry order for `all`) sets k.
+            reference = next((f for f in fitted if f.method.sparse), None)
+            k = self.matched_k(fitted, reference, store)
             if k is not None:
-                reference = next((f for f in fitted if f.method.sparse), None)
                 for f in list(fitted):
                     if f is reference:
                         f.matched_k = k  # the sparse method whose L0 sets k stands among the top-k rows
@@ -217,21 +218,17 @@ class Runner:
 
         return refit
 
-    def matched_k(self, fitted: list[Fitted], store) -> int | None:
-        """k for the top-k rows: --matched-k, else the first sparse method's L0 on eval; None if nothing to match.
-
-        The first sparse method in --methods order (registry order for `all`) sets k.
-        """
+    def matched_k(self, fitted: list[Fitted], reference: Fitted | None, store) -> int | None:
+        """k for the top-k rows: --matched-k, else the reference sparse method's L0 on eval; None if nothing to match."""
         if all(f.method.sparse for f in fitted):
             return None
         if self.cfg.matched_k is not None:
             return self.cfg.matched_k
-        sparse = [f.dictionary for f in fitted if f.method.sparse]
-        if not sparse:
+        if reference is None:
             return None
         x = store.eval.kept_activations(min(store.eval.n_kept, 8192), seed=self.cfg.seed).to(self.cfg.device)
         with torch.inference_mode():
-            l0 = (sparse[0].to(self.cfg.device).encode(x) != 0).float().sum(-1).mean().item()
+            l0 = (reference.dictionary.to(self.cfg.device).encode(x) != 0).float().sum(-1).mean().item()
         return max(1, round(l0))
 
     def resume_key(self, f: Fitted, task, spec: HarvestSpec) -> str:

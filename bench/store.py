@@ -78,6 +78,11 @@ class ExclusionRule:
         return float(acts.norm(dim=-1)[base_keep].median())
 
 
+def subsample(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted seeded random indices: `size` of range(n) without replacement (the same rows for every split type)."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
 class ActivationSplit:
     """Read access to one split (train or eval) of a finished store."""
 
@@ -140,8 +145,7 @@ class ActivationSplit:
         """All kept tokens `[n, d_model]`, or a seeded random subset of `max_tokens` of them."""
         x = np.concatenate([self._kept_rows(i) for i in range(len(self.shards))])
         if max_tokens is not None and max_tokens < len(x):
-            idx = np.sort(np.random.default_rng(seed).choice(len(x), size=max_tokens, replace=False))
-            x = x[idx]
+            x = x[subsample(len(x), max_tokens, seed)]
         return torch.from_numpy(np.ascontiguousarray(x))
 
     def batches(self, batch_size: int, seed: int = 0, epochs: float = 1.0) -> Iterator[torch.Tensor]:
@@ -254,8 +258,7 @@ class ArraySplit:
     def kept_activations(self, max_tokens: int | None = None, seed: int = 0) -> torch.Tensor:
         if max_tokens is None or max_tokens >= self.n_kept:
             return self.x
-        idx = np.sort(np.random.default_rng(seed).choice(self.n_kept, size=max_tokens, replace=False))
-        return self.x[torch.from_numpy(idx)]
+        return self.x[torch.from_numpy(subsample(self.n_kept, max_tokens, seed))]
 
     def batches(self, batch_size: int, seed: int = 0, epochs: float = 1.0) -> Iterator[torch.Tensor]:
         rng = np.random.default_rng(seed)
