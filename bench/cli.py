@@ -1,4 +1,4 @@
-"""Command line: `python -m bench run | list | perf | clean-cache`.
+"""Command line: `python -m bench run | sweep | list | check-method | perf | export | clean-cache`.
 
 Bad input ends with a one-line error naming the fix and exit code 2; never a traceback.
 """
@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from bench.errors import BenchError
+from bench.io import atomic_write_json
+from bench.specs import split_specs
 
 
 def _add_run_options(cmd: argparse.ArgumentParser) -> None:
@@ -56,11 +58,27 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--model", default="smollm2-135m")
     check.add_argument("--layer", type=int, default=None)
 
-    perf = sub.add_parser("perf", help="measure harvesting throughput against a bare forward pass")
+    perf = sub.add_parser("perf", help="measure harvesting throughput (or, with --train, SAE training throughput)")
     perf.add_argument("--model", default="smollm2-135m")
     perf.add_argument("--layer", type=int, default=None)
     perf.add_argument("--tokens", type=int, default=8192)
     perf.add_argument("--batch", type=int, default=32)
+    perf.add_argument("--train", action="store_true", help="SAE training tokens/s, MFU and peak memory per step")
+    perf.add_argument("--arch", default="sae-relu,sae-topk,sae-batchtopk", help="SAE methods to time (--train)")
+    perf.add_argument("--d", type=int, default=576, help="input dimension (--train; SmolLM2's d_model)")
+    perf.add_argument("--ratio", type=float, default=8.0, help="dictionary size / d (--train)")
+    perf.add_argument("--train-batch", type=int, default=4096)
+    perf.add_argument("--k", type=int, default=32)
+    perf.add_argument("--steps", type=int, default=5)
+    perf.add_argument("--warmup", type=int, default=2)
+    perf.add_argument("--threads", type=int, default=2)
+    perf.add_argument("--saelens-python", default=None,
+                      help="python of a separate venv with sae-lens: time its trainer side by side")
+    perf.add_argument("--json", default=None, help="also write the measurements to this file")
+
+    export = sub.add_parser("export", help="write a fitted SAE in SAELens' format (cfg.json + sae_weights.safetensors)")
+    export.add_argument("dictionary", help="a run's dictionaries/<method> directory")
+    export.add_argument("out", help="directory to write")
 
     clean = sub.add_parser("clean-cache", help="delete cached activations (and converted models with --models)")
     clean.add_argument("--activations", action="store_true", help="delete harvested activations")
@@ -142,6 +160,17 @@ def cmd_check_method(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
+    if args.train:
+        from bench.train_perf import train_throughput
+
+        if args.saelens_python and not Path(args.saelens_python).exists():
+            raise BenchError(f"--saelens-python {args.saelens_python} does not exist; pass the python of a venv "
+                             "where `pip install sae-lens` ran")
+        rows = train_throughput([a for a in split_specs(args.arch)], args.d, args.ratio, args.train_batch, args.k,
+                                args.steps, args.warmup, args.threads, args.saelens_python, Console())
+        if args.json:
+            atomic_write_json(Path(args.json), {"measurements": rows})
+        return 0
     from bench.perf import harvest_throughput
 
     harvest_throughput(args.model, args.layer, args.tokens, args.batch, Console())
@@ -161,12 +190,32 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from bench.dictionary import CONFIG_FILE, load_dictionary
+    from methods.sae import SAE
+    from methods.saelens_format import to_saelens
+
+    directory = Path(args.dictionary)
+    if not (directory / CONFIG_FILE).exists():
+        raise BenchError(f"{directory}: no fitted dictionary here; pass a run's dictionaries/<method> directory")
+    dictionary = load_dictionary(directory)
+    if not isinstance(dictionary, SAE):
+        raise BenchError(f"{directory}: a {dictionary.kind!r} dictionary is not an SAE; only SAEs export to SAELens")
+    meta = json.loads((directory / CONFIG_FILE).read_text()).get("meta", {})
+    out = to_saelens(dictionary, Path(args.out), meta.get("hook"), meta.get("model"))
+    print(f"wrote {out / 'cfg.json'} and {out / 'sae_weights.safetensors'}")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     args.methods = args.spec
     return cmd_run(args)
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "check-method": cmd_check_method, "perf": cmd_perf, "clean-cache": cmd_clean}
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "check-method": cmd_check_method, "perf": cmd_perf, "export": cmd_export,
+            "clean-cache": cmd_clean}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ class RunConfig:
     harvest_batch: int = 32
     exclusion: ExclusionRule = field(default_factory=ExclusionRule)
     matched_k: int | None = None  # None: the first sparse method's L0 on the eval split
-    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method name
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method name or pattern (sae-*)
     task_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task name
 
     def hook(self, default_layer: int) -> str:
@@ -44,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         train_contexts=160,  # 20k tokens
         eval_contexts=32,
         method_params={
-            "sae-relu": dict(dict_ratio=2.0, epochs=6.0),
+            "sae-*": dict(dict_ratio=2.0, epochs=6.0),
             "random": dict(dict_ratio=2.0),
             "ica": dict(max_tokens=4_000, max_iter=40),
         },
@@ -55,7 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         train_contexts=2048,  # 262k tokens
         eval_contexts=256,  # 33k tokens
         method_params={
-            "sae-relu": dict(dict_ratio=4.0, epochs=2.0),
+            "sae-*": dict(dict_ratio=4.0, epochs=2.0),
             "random": dict(dict_ratio=4.0),
             "ica": dict(max_tokens=10_000, max_iter=100),
         },

@@ -10,6 +10,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, replace
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,18 +30,34 @@ from bench.models import SubjectModel, load_model, model_fingerprint, resolve_mo
 from bench.results import environment, now, read_result, result_path, write_result
 from bench.specs import canonical_label, expand_spec, parse_spec, split_specs
 from methods.base import Method
+from methods.sae import SAEMethod
+from methods.trainer import Checkpointing, group_key, train_saes
 from reports.leaderboard import build_leaderboards, to_markdown, to_rich
 from reports.sweeps import sweep_curves
 from tasks.base import Task, TaskContext
 
 
 def expand_names(requested: tuple[str, ...], registry: dict[str, Any]) -> list[str]:
-    """("all",) -> every registered name; comma-separated items are split; order kept, duplicates dropped."""
+    """("all",) -> every registered name (but those that need an argument, `in_all = False`); comma-separated items
+    are split; order kept, duplicates dropped."""
     names: list[str] = []
     for item in requested:
         for name in split_specs(item):
-            names.extend(registry) if name == "all" else names.append(name)
+            if name == "all":
+                names.extend(n for n, cls in registry.items() if getattr(cls, "in_all", True))
+            else:
+                names.append(name)
     return list(dict.fromkeys(names))
+
+
+def preset_params(presets: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    """A preset's settings for `name`: those of every matching pattern (`sae-*`), then the exact name's."""
+    merged: dict[str, Any] = {}
+    for pattern, params in presets.items():
+        if pattern != name and fnmatch(name, pattern):
+            merged.update(params)
+    merged.update(presets.get(name, {}))
+    return merged
 
 
 def check_writable(out: Path) -> None:
@@ -94,7 +111,7 @@ class Runner:
         built = []
         specs = [s for item in expand_names(requested, registry) for s in expand_spec(item)]
         for spec in dict.fromkeys(specs):
-            defaults = presets.get(parse_spec(spec)[0], {})
+            defaults = preset_params(presets, parse_spec(spec)[0])
             obj = build(spec, defaults)
             built.append((canonical_label(obj, defaults, exclude), obj))
         return built
@@ -130,28 +147,59 @@ class Runner:
             progress.update(bar, completed=1, total=1)
         return store
 
-    def fit(self, label: str, method: Method, store, progress: Progress) -> Fitted:
-        directory = self.out / "dictionaries" / label.replace("/", "_")
-        if (directory / CONFIG_FILE).exists():
-            dictionary = load_dictionary(directory, self.cfg.device)
-            if dictionary.d_in != store.d_model:
-                raise BenchError(f"dictionary {directory} has dimension {dictionary.d_in} but the hook gives "
-                                 f"{store.d_model}; use another --out or delete that directory")
-            meta = json.loads((directory / CONFIG_FILE).read_text())["meta"]
-            if meta.get("params") != asdict(method) or meta.get("activations") != store.manifest["key"]:
-                raise BenchError(f"{directory} was fitted with other settings or activations; "
-                                 "use a new --out (finished results there are kept)")
-            return Fitted(label, method, dictionary, meta.get("fit_seconds", 0.0), meta.get("fit_info", {}))
-        bar = progress.add_task(f"fit {label}", total=None)
-        torch.manual_seed(self.cfg.seed)
-        start = time.perf_counter()
-        dictionary = method.fit(store.train, lambda d, t: progress.update(bar, completed=d, total=t))
-        seconds = time.perf_counter() - start
-        if progress.tasks[bar].total is None:
-            progress.update(bar, completed=1, total=1)
-        dictionary.save(directory, {"method": label, "params": asdict(method), "fit_seconds": seconds,
-                                    "fit_info": method.fit_info_, "activations": store.manifest["key"]})
+    def _dictionary_dir(self, label: str) -> Path:
+        return self.out / "dictionaries" / label.replace("/", "_")
+
+    def cached_fit(self, label: str, method: Method, store) -> Fitted | None:
+        """A dictionary this run directory already holds for `label`, checked against the settings."""
+        directory = self._dictionary_dir(label)
+        if not (directory / CONFIG_FILE).exists():
+            return None
+        dictionary = load_dictionary(directory, self.cfg.device)
+        if dictionary.d_in != store.d_model:
+            raise BenchError(f"dictionary {directory} has dimension {dictionary.d_in} but the hook gives "
+                             f"{store.d_model}; use another --out or delete that directory")
+        meta = json.loads((directory / CONFIG_FILE).read_text())["meta"]
+        if meta.get("params") != asdict(method) or meta.get("activations") != store.manifest["key"]:
+            raise BenchError(f"{directory} was fitted with other settings or activations; "
+                             "use a new --out (finished results there are kept)")
+        return Fitted(label, method, dictionary, meta.get("fit_seconds", 0.0), meta.get("fit_info", {}))
+
+    def _save_fit(self, label: str, method: Method, dictionary: Dictionary, seconds: float, store) -> Fitted:
+        dictionary.save(self._dictionary_dir(label), {
+            "method": label, "params": asdict(method), "fit_seconds": seconds, "fit_info": method.fit_info_,
+            "activations": store.manifest["key"], "hook": store.hook, "model": store.manifest["spec"]["model"]})
         return Fitted(label, method, dictionary, seconds, dict(method.fit_info_))
+
+    def fit_all(self, built: list[tuple[str, Method]], store, progress: Progress) -> list[Fitted]:
+        """Fit (or reuse) every method. SAEs that can share a pass over the data train together: a sweep
+        `sae-topk[k=16|32|64]` or `--methods all` reads each activation batch once for all of them."""
+        done: dict[str, Fitted] = {}
+        groups: dict[tuple, list[tuple[str, Method]]] = {}
+        for label, method in built:
+            cached = self.cached_fit(label, method, store)
+            if cached is not None:
+                done[label] = cached
+            else:
+                key = group_key(method) if isinstance(method, SAEMethod) else ("alone", label)
+                groups.setdefault(key, []).append((label, method))
+        for members in groups.values():
+            labels = [label for label, _ in members]
+            bar = progress.add_task("fit " + ", ".join(labels), total=None)
+            report = lambda d, t, bar=bar: progress.update(bar, completed=d, total=t)  # noqa: E731
+            torch.manual_seed(self.cfg.seed)
+            start = time.perf_counter()
+            if isinstance(members[0][1], SAEMethod):
+                ckpt = Checkpointing(self.out / "checkpoints" / fingerprint(labels))
+                dictionaries = train_saes([m for _, m in members], store.train, report, ckpt)
+            else:
+                dictionaries = [members[0][1].fit(store.train, report)]
+            seconds = (time.perf_counter() - start) / len(members)  # a shared pass: each SAE's share
+            if progress.tasks[bar].total is None:
+                progress.update(bar, completed=1, total=1)
+            for (label, method), dictionary in zip(members, dictionaries, strict=True):
+                done[label] = self._save_fit(label, method, dictionary, seconds, store)
+        return [done[label] for label, _ in built]
 
     # --- the whole run -----------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -165,7 +213,7 @@ class Runner:
 
         with _progress(self.console) as progress:
             store = self.activations(spec, docs, progress)
-            fitted = [self.fit(label, method, store, progress) for label, method in built]
+            fitted = self.fit_all(built, store, progress)
             # The first sparse method in --methods order (registry order for `all`) sets k.
             reference = next((f for f in fitted if f.method.sparse), None)
             k = self.matched_k(fitted, reference, store)

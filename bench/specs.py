@@ -1,8 +1,9 @@
 """Specs: how the command line names a configured method or task.
 
 `name` or `name[key=value,...]`, the keys being the dataclass fields of the registered class, e.g.
-`sae-relu[l1_coeff=1e-3,tied=true]` or `toy_superposition[scale=paper]`. `key=a|b|c` is a sweep: it expands to
-one spec per value (several swept keys give every combination).
+`sae-relu[l1_coeff=1e-3,tied=true]` or `toy_superposition[scale=paper]`. `key=a|b|c` (or `key=a,b,c`) is a
+sweep: it expands to one spec per value (several swept keys give every combination). SAEs in a sweep train
+together, in one pass over the activations.
 """
 
 from __future__ import annotations
@@ -17,22 +18,32 @@ _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.:-]+)(\[(?P<params>[^\]]*)\])?$")
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """`"sae-relu[l1_coeff=1e-3]"` -> `("sae-relu", {"l1_coeff": "1e-3"})`."""
+    """`"sae-relu[l1_coeff=1e-3]"` -> `("sae-relu", {"l1_coeff": "1e-3"})`; `"pretrained:<dir>"` ->
+    `("pretrained", {"path": "<dir>"})` (a directory may hold any character but a comma)."""
+    if spec.strip().startswith("pretrained:"):
+        return "pretrained", {"path": spec.strip()[len("pretrained:"):]}
     m = _SPEC.match(spec.strip())
     if not m:
         raise BenchError(f"cannot parse spec {spec!r}: write name or name[key=value,...]")
     params: dict[str, str] = {}
+    key = None
     for item in filter(None, (p.strip() for p in (m.group("params") or "").split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
+        name, sep, value = item.partition("=")
+        if sep:
+            key = name.strip()
+            params[key] = value.strip()
+        elif key is not None:  # k=16,32,64: a bare value continues the previous key's sweep
+            params[key] += "|" + item
+        else:
             raise BenchError(f"spec {spec!r}: parameter {item!r} needs the form key=value")
-        params[key.strip()] = value.strip()
     return m.group("name"), params
 
 
 def expand_spec(spec: str) -> list[str]:
     """`"sae-relu[l1_coeff=1e-3|3e-3,tied=true]"` -> one spec per combination of swept values."""
     name, params = parse_spec(spec)
+    if name == "pretrained":
+        return [spec.strip()]
     combos: list[dict[str, str]] = [{}]
     for key, value in params.items():
         combos = [{**c, key: v.strip()} for c in combos for v in value.split("|")]
@@ -100,7 +111,10 @@ def build(spec: str, registry: dict[str, type], kind: str, overrides: dict[str, 
 
 
 def canonical_label(obj: Any, defaults: dict[str, Any] | None = None, exclude: set[str] = frozenset()) -> str:
-    """`name` plus the fields that differ from the class and preset defaults: a stable label for results."""
+    """`name` plus the fields that differ from the class and preset defaults: a stable label for results
+    (a class may name itself instead, through a `label()` method)."""
+    if callable(getattr(obj, "label", None)):
+        return obj.label()
     base = settable_fields(type(obj), exclude)
     base.update({k: v for k, v in (defaults or {}).items() if k in base})
     diff = {k: getattr(obj, k) for k in base if getattr(obj, k) != base[k]}

@@ -86,9 +86,11 @@ def subsample(n: int, size: int, seed: int) -> np.ndarray:
 class ActivationSplit:
     """Read access to one split (train or eval) of a finished store."""
 
-    def __init__(self, root: Path, name: str, info: dict[str, Any], d_model: int, ctx_len: int) -> None:
+    def __init__(self, root: Path, name: str, info: dict[str, Any], d_model: int, ctx_len: int,
+                 hook: str | None = None) -> None:
         self.root = Path(root)
         self.name = name
+        self.hook = hook
         self.shards: list[dict[str, Any]] = info["shards"]
         self.documents: list[tuple[str, str]] = [tuple(d) for d in info.get("documents", [])]  # (id, genre)
         self.d_model = d_model
@@ -184,8 +186,10 @@ class ActivationStore:
         self.hook: str = manifest["hook"]
         self.exclusion = ExclusionRule(**manifest["exclusion"]["rule"])
         self.reference_norm: float = manifest["exclusion"]["reference_norm"]
-        self.train = ActivationSplit(self.root, "train", manifest["splits"]["train"], self.d_model, self.ctx_len)
-        self.eval = ActivationSplit(self.root, "eval", manifest["splits"]["eval"], self.d_model, self.ctx_len)
+        self.train = ActivationSplit(self.root, "train", manifest["splits"]["train"], self.d_model, self.ctx_len,
+                                     self.hook)
+        self.eval = ActivationSplit(self.root, "eval", manifest["splits"]["eval"], self.d_model, self.ctx_len,
+                                    self.hook)
 
     @classmethod
     def open(cls, root: Path, verify: bool = True) -> "ActivationStore":
@@ -247,9 +251,10 @@ class ArraySplit:
     Synthetic data and tests fit methods through it exactly as real activations are fitted.
     """
 
-    def __init__(self, x: torch.Tensor) -> None:
+    def __init__(self, x: torch.Tensor, hook: str | None = None) -> None:
         self.x = x.float().contiguous()
         self.d_model = int(x.shape[1])
+        self.hook = hook
 
     @property
     def n_kept(self) -> int:

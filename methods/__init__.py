@@ -15,11 +15,18 @@ from methods.ica import ICA
 from methods.kmeans import KMeans
 from methods.neurons import Neurons
 from methods.pca import PCA
+from methods.pretrained import Pretrained
 from methods.random_dirs import RandomDirections
+from methods.sae_batchtopk import SAEBatchTopK
+from methods.sae_gated import SAEGated
+from methods.sae_jumprelu import SAEJumpReLU
+from methods.sae_matryoshka import SAEMatryoshka
 from methods.sae_relu import SAEReLU
+from methods.sae_topk import SAETopK
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Neurons, PCA, ICA, RandomDirections, SAEReLU, KMeans)
+    cls.name: cls for cls in (Neurons, PCA, ICA, RandomDirections, SAEReLU, SAETopK, SAEBatchTopK, SAEJumpReLU,
+                              SAEGated, SAEMatryoshka, KMeans, Pretrained)
 }
 ORIGINS: dict[str, str] = dict.fromkeys(REGISTRY, BUILTIN)  # name -> package that provides it
 load_plugins("decompbench.methods", Method, REGISTRY, ORIGINS)

@@ -46,6 +46,7 @@ class Method(abc.ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     sparse: ClassVar[bool] = False
+    in_all: ClassVar[bool] = True  # False: left out of `--methods all` (it needs an argument, e.g. a path)
 
     def __post_init__(self) -> None:
         self.fit_info_: dict = {}  # what the last fit reports about itself (iterations, convergence, losses)

@@ -17,6 +17,7 @@ what caps PCA and ICA (d lines) below 1 when n_features > d.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -26,6 +27,11 @@ from bench.errors import BenchError
 from bench.store import ArraySplit
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.reconstruction import reconstruction_metrics
+
+
+def stream(seed: int, tag: str) -> int:
+    """A generator seed for `tag` derived from `seed`, unrelated to `seed` itself or to other tags."""
+    return int.from_bytes(hashlib.sha256(f"{tag}:{seed}".encode()).digest()[:8], "little") >> 1
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,12 @@ class ToyData:
     seed: int = 0
 
     def features(self) -> torch.Tensor:
-        """Ground truth `[n_features, d]`, unit rows."""
-        g = torch.Generator().manual_seed(self.seed)
+        """Ground truth `[n_features, d]`, unit rows.
+
+        Drawn from a stream of its own (`stream(seed, "features")`): a method seeded with the run's seed that
+        initialises from `torch.randn` must not start on the answer.
+        """
+        g = torch.Generator().manual_seed(stream(self.seed, "features"))
         return torch.nn.functional.normalize(torch.randn(self.n_features, self.d, generator=g), dim=-1)
 
     def probabilities(self) -> torch.Tensor:
@@ -48,7 +58,7 @@ class ToyData:
 
     def _copula_factor(self) -> torch.Tensor:
         """Cholesky factor of a random correlation matrix (random PSD covariance, rescaled to unit diagonal)."""
-        g = torch.Generator().manual_seed(self.seed + 1)
+        g = torch.Generator().manual_seed(stream(self.seed, "copula"))
         a = torch.randn(self.n_features, self.n_features // 4, generator=g, dtype=torch.float64)
         cov = a @ a.T + torch.eye(self.n_features, dtype=torch.float64)
         s = cov.diagonal().rsqrt()
@@ -56,7 +66,7 @@ class ToyData:
 
     def sample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x `[n, d]`, coefficients `[n, n_features]`)."""
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(stream(seed, "sample"))
         p = self.probabilities()
         if self.correlated:
             z = torch.randn(n, self.n_features, generator=g, dtype=torch.float64) @ self._copula_factor().T

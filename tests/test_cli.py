@@ -110,3 +110,31 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
                   "--out", str(other))
     assert third.returncode == 0, third.stderr[-3000:]
     assert _metrics(other, "reconstruction") == _metrics(out, "reconstruction")
+
+
+def test_sae_sweep_in_one_pass_then_export_and_benchmark_the_export(tmp_path):
+    out = tmp_path / "sweep"
+    run = bench("run", "--preset", "smoke", "--methods", "sae-topk[k=8,16],sae-batchtopk[k=8]", "--tasks",
+                "reconstruction", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    assert {r["method"] for r in records} == {"sae-topk[k=8]", "sae-topk[k=16]", "sae-batchtopk[k=8]"}
+    assert all(r["fit_info"]["trained_with"] == 3 for r in records)  # one pass over the activations for all
+    fvu = _metrics(out, "reconstruction")
+    assert fvu["sae-topk[k=8]"]["l0"] <= 8 and fvu["sae-topk[k=16]"]["fvu"] < fvu["sae-topk[k=8]"]["fvu"]
+
+    released = tmp_path / "released"
+    exported = bench("export", str(out / "dictionaries" / "sae-topk[k=8]"), str(released))
+    assert exported.returncode == 0, exported.stderr
+    cfg = json.loads((released / "cfg.json").read_text())
+    assert cfg["architecture"] == "topk" and cfg["metadata"]["hook_name"] == "blocks.12.hook_resid_post"
+
+    again = bench("run", "--preset", "smoke", "--methods", f"pretrained:{released}", "--tasks", "reconstruction",
+                  "--out", str(tmp_path / "pretrained"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    loaded = _metrics(tmp_path / "pretrained", "reconstruction")["pretrained:released"]
+    assert loaded["fvu"] == pytest.approx(fvu["sae-topk[k=8]"]["fvu"], abs=1e-6)
+
+    assert_one_line_error(bench("export", str(out / "nope"), str(tmp_path / "x")), "no fitted dictionary here")
+    assert_one_line_error(bench("run", "--preset", "smoke", "--methods", f"pretrained:{tmp_path / 'nothing'}",
+                                "--tasks", "reconstruction", "--out", str(tmp_path / "p2")), "no SAELens SAE here")

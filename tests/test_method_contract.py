@@ -7,21 +7,31 @@ import pytest
 import methods
 from bench.contract import check_method
 from bench.errors import BenchError
+from methods.saelens_format import to_saelens
 
 # Small settings so the contract runs in seconds; methods not listed run with their defaults.
+SAE = {"epochs": 1.0, "batch_size": 256, "dict_ratio": 1.0}
 FAST = {
-    "sae-relu": {"epochs": 1.0, "batch_size": 256, "dict_ratio": 1.0},
+    **{name: SAE for name, cls in methods.REGISTRY.items() if name.startswith("sae-")},
     "ica": {"max_iter": 20, "max_tokens": 1000},
     "random": {"dict_ratio": 1.5},
 }
 
 
-@pytest.mark.parametrize("name", list(methods.REGISTRY))
+@pytest.mark.parametrize("name", [n for n, cls in methods.REGISTRY.items() if cls.in_all])
 def test_contract(name, store):
     check_method(name, store.train, store.eval.kept_activations(), FAST.get(name))
 
 
+def test_contract_of_a_pretrained_sae(store, tmp_path):
+    sae = methods.build_method("sae-topk[dict_ratio=0.5,epochs=0.5,batch_size=128]").fit(store.train)
+    to_saelens(sae, tmp_path / "released", hook_name=store.hook)
+    check_method(f"pretrained:{tmp_path / 'released'}", store.train, store.eval.kept_activations())
+
+
 def test_spec_parsing_and_errors():
+    assert methods.expand_spec("sae-topk[k=16,32,lr=1e-3]") == ["sae-topk[k=16,lr=1e-3]", "sae-topk[k=32,lr=1e-3]"]
+    assert methods.expand_spec("sae-topk[k=16|32]") == ["sae-topk[k=16]", "sae-topk[k=32]"]
     m = methods.build_method("sae-relu[l1_coeff=1e-3,tied=true,epochs=3]")
     assert (m.l1_coeff, m.tied, m.epochs) == (1e-3, True, 3.0)
     assert methods.canonical_spec(m) == "sae-relu[epochs=3.0,l1_coeff=0.001,tied=True]"

@@ -9,7 +9,7 @@ from scipy import integrate, stats
 
 from methods import build_method, expand_spec
 from tasks.base import TaskContext
-from tasks.toy_superposition import ToyData, ToySuperposition, distinct_lines, mmcs
+from tasks.toy_superposition import ToyData, ToySuperposition, distinct_lines, max_cosines, mmcs
 
 
 def test_generator_statistics():
@@ -70,7 +70,9 @@ def _score(toy, spec):
 
 
 def test_sae_recovers_planted_features_and_pca_cannot(toy):
-    sae, _ = _score(toy, "sae-relu[dict_ratio=4,epochs=4]")
+    # TopK at the planted sparsity (~5 active of 96) recovers them; measured 100%, MMCS 0.997. (ReLU + L1 at
+    # real-data coefficients stays at L0 ~80 here and recovers none: its L1 must be tuned to the data.)
+    sae, _ = _score(toy, "sae-topk[dict_ratio=4,epochs=10,k=6]")
     assert sae["recovered_fraction"] > 0.9 and sae["mmcs"] > 0.95
     for spec in ("pca", "ica[max_iter=200]"):
         dense, details = _score(toy, spec)
@@ -89,3 +91,14 @@ def test_task_specs_and_scales():
         tasks.build_task("toy_superposition[data=1]")
     with pytest.raises(BenchError, match="unknown scale 'huge'"):
         tasks.build_task("toy_superposition[scale=huge]").prepare(TaskContext(store=None, hook="", model_loader=None))
+
+
+def test_ground_truth_is_not_what_a_seeded_method_would_draw():
+    """Regression: the features once came from manual_seed(seed) + randn, exactly what an SAE seeded with the
+    run's seed drew for its initial decoder, so the SAE started on the answer."""
+    data = ToyData(seed=0)
+    truth = data.features()
+    for seed in (0, 1):
+        init = torch.nn.functional.normalize(torch.randn(1024, data.d, generator=torch.Generator().manual_seed(seed)),
+                                             dim=-1)
+        assert max_cosines(init, truth).max() < 0.5

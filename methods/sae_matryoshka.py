@@ -1,0 +1,51 @@
+"""`sae-matryoshka` (Bussmann et al. 2025, arXiv 2503.17547): nested dictionaries trained jointly.
+
+The first m/2^(P-1), m/2^(P-2), ..., m/2, m latents (P = `n_prefixes`) must each reconstruct the input on their
+own: the loss is the mean over prefixes of the MSE of the reconstruction from that prefix's codes alone (plus
+AuxK). Early latents learn general features, later ones refine them, which reduces feature absorption. Codes
+are chosen by BatchTopK over the whole dictionary, and inference uses its learned threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from methods.sae import TopKFamily
+from methods.sae_batchtopk import BatchTopKSAE
+
+
+class MatryoshkaSAE(BatchTopKSAE):
+    kind = "sae-matryoshka"
+
+    def __init__(self, d_in: int, d_dict: int, k: int, n_prefixes: int) -> None:
+        super().__init__(d_in, d_dict, k)
+        self.n_prefixes = int(n_prefixes)
+
+    @property
+    def prefix_sizes(self) -> list[int]:
+        return [max(1, self.d_dict >> (self.n_prefixes - 1 - i)) for i in range(self.n_prefixes)]
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "n_prefixes": self.n_prefixes}
+
+    def recon_loss(self, x: torch.Tensor, codes):
+        losses = []
+        for size in self.prefix_sizes:
+            part = codes if size >= self.d_dict else codes.restrict(codes.cols < size)
+            recon = part.decode(self.W_dec) + self.b_dec
+            losses.append((recon - x).pow(2).mean())
+        return torch.stack(losses).mean(), recon
+
+
+@dataclass
+class SAEMatryoshka(TopKFamily):
+    n_prefixes: int = 5  # nested sizes m/16, m/8, m/4, m/2, m
+
+    name = "sae-matryoshka"
+    description = "sparse autoencoder, nested Matryoshka prefixes with BatchTopK (Bussmann et al. 2025)"
+
+    def build(self, d_in: int, d_dict: int) -> MatryoshkaSAE:
+        return MatryoshkaSAE(d_in, d_dict, self.k, self.n_prefixes)

@@ -1,0 +1,78 @@
+"""The shared trainer: a sweep trained in one pass equals separate runs; a killed run resumes to the same weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from bench.errors import BenchError
+from methods.sae_batchtopk import SAEBatchTopK
+from methods.sae_relu import SAEReLU
+from methods.sae_topk import SAETopK
+from methods.trainer import Checkpointing, train_saes
+
+SMALL = dict(seed=3, dict_ratio=0.5, batch_size=64, epochs=1.0, warmup_steps=5)
+
+
+def _same(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_one_pass_sweep_equals_separate_runs(store):
+    sweep = [SAETopK(k=4, **SMALL), SAETopK(k=8, **SMALL), SAEReLU(l1_coeff=1e-2, **SMALL)]
+    together = train_saes(sweep, store.train)
+    assert all(m.fit_info_["trained_with"] == 3 for m in sweep)
+    for method, joint in zip(sweep, together, strict=True):
+        alone = train_saes([type(method)(**asdict(method))], store.train)[0]
+        assert _same(joint, alone), method.name
+
+
+def test_groups_must_share_their_batches(store):
+    with pytest.raises(ValueError):
+        train_saes([SAETopK(**SMALL), SAETopK(**{**SMALL, "batch_size": 32})], store.train)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_training_resumes_to_the_same_weights(store, tmp_path):
+    def methods():
+        return [SAEBatchTopK(k=4, **SMALL), SAEReLU(l1_coeff=1e-2, dead_latents="resample", resample_every=7,
+                                                    dead_after_tokens=64, **SMALL)]
+
+    reference_methods = methods()
+    reference = train_saes(reference_methods, store.train)
+    assert reference_methods[1].fit_info_["resampled"] > 0  # the resumed state includes resampling
+    ckpt = Checkpointing(tmp_path / "ckpt", every_steps=5)
+
+    def kill_at_12(done: int, total: int) -> None:
+        if done == 12:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_saes(methods(), store.train, kill_at_12, ckpt)
+    assert (ckpt.directory / "step-10").is_dir()  # the last checkpoint before the kill
+
+    seen = []
+    resumed = train_saes(methods(), store.train, lambda d, t: seen.append(d), ckpt)
+    assert seen[0] == 11  # steps 1-10 were not redone
+    for a, b in zip(reference, resumed, strict=True):
+        assert _same(a, b)
+    assert not ckpt.directory.exists()  # a finished training leaves no checkpoint behind
+
+
+def test_checkpoint_of_other_settings_is_refused(store, tmp_path):
+    ckpt = Checkpointing(tmp_path / "ckpt", every_steps=3)
+
+    def stop(done: int, total: int) -> None:
+        if done == 4:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_saes([SAETopK(k=4, **SMALL)], store.train, stop, ckpt)
+    with pytest.raises(BenchError, match="other settings"):
+        train_saes([SAETopK(k=5, **SMALL)], store.train, None, ckpt)
