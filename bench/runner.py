@@ -232,6 +232,8 @@ class Runner:
                 for f in fitted:
                     if not task.topk_rows and f.matched_k is not None and not f.method.sparse:
                         continue
+                    if task.refits and not f.method.refittable:
+                        continue
                     path = result_path(self.out, spec.model, spec.hook, f.label, task_label)
                     existing = read_result(path)
                     if existing is not None and existing.get("resume_key") != self.resume_key(f, task, spec):

@@ -47,6 +47,7 @@ class Method(abc.ABC):
     description: ClassVar[str] = ""
     sparse: ClassVar[bool] = False
     in_all: ClassVar[bool] = True  # False: left out of `--methods all` (it needs an argument, e.g. a path)
+    refittable: ClassVar[bool] = True  # False: cannot be fitted on other data (tasks that refit skip it)
 
     def __post_init__(self) -> None:
         self.fit_info_: dict = {}  # what the last fit reports about itself (iterations, convergence, losses)

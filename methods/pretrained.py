@@ -25,6 +25,7 @@ class Pretrained(Method):
     description = "a released SAE in SAELens' format (cfg.json + sae_weights.safetensors), loaded, not trained"
     sparse = True
     in_all = False
+    refittable = False  # a released SAE is what it is: toy_superposition has nothing to refit
 
     def label(self) -> str:
         return PREFIX + (Path(self.path).name or self.path)

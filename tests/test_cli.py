@@ -129,9 +129,10 @@ def test_sae_sweep_in_one_pass_then_export_and_benchmark_the_export(tmp_path):
     cfg = json.loads((released / "cfg.json").read_text())
     assert cfg["architecture"] == "topk" and cfg["metadata"]["hook_name"] == "blocks.12.hook_resid_post"
 
-    again = bench("run", "--preset", "smoke", "--methods", f"pretrained:{released}", "--tasks", "reconstruction",
-                  "--out", str(tmp_path / "pretrained"))
+    again = bench("run", "--preset", "smoke", "--methods", f"pretrained:{released}", "--tasks",
+                  "reconstruction,toy_superposition", "--out", str(tmp_path / "pretrained"))
     assert again.returncode == 0, again.stderr[-3000:]
+    assert not _metrics(tmp_path / "pretrained", "toy_superposition")  # nothing to refit: skipped, not an error
     loaded = _metrics(tmp_path / "pretrained", "reconstruction")["pretrained:released"]
     assert loaded["fvu"] == pytest.approx(fvu["sae-topk[k=8]"]["fvu"], abs=1e-6)
 
