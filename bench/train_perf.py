@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from bench.perf import best_seconds
@@ -69,7 +70,7 @@ def measure_ours(spec: str, d: int, m: int, batch: int, k: int, steps: int, warm
         params["k"] = k
     method = methods.build_method(spec, params, seed=seed)
     g = torch.Generator().manual_seed(seed)
-    data = (torch.from_numpy(__import__("numpy").load(acts)).float() if acts
+    data = (torch.from_numpy(np.load(acts)).float() if acts
             else torch.randn(4 * batch, d, generator=g))
     training = SAETraining(method, method.make(d, data[: 4 * batch]), total=10**9)
     batches = [data[torch.randint(0, len(data), (batch,), generator=g)] for _ in range(4)]

@@ -219,7 +219,6 @@ def train_saes(methods: list[SAEMethod], data: TrainingData, progress: ProgressF
     identity = _identity(methods, data)
     start = _load(ckpt.directory, slots, identity) if ckpt.directory else 0
     last_save = time.monotonic()
-    step = 0
     for step, batch in enumerate(data.batches(first.batch_size, seed=first.seed, epochs=first.epochs)):
         if step < start:
             continue
