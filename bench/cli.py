@@ -33,6 +33,16 @@ def _add_run_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--matched-k", type=int, default=None, help="k for top-k rows (default: the SAE's L0)")
     cmd.add_argument("--threads", type=int, default=None, help="torch CPU threads (results are bit-reproducible "
                      "for a fixed seed and thread count)")
+    judge = cmd.add_argument_group("LLM judge (task autointerp)")
+    judge.add_argument("--judge", default=None,
+                       help="offline judge run in-process by llama.cpp: qwen2.5-coder-1.5b (default; the smoke preset "
+                       "uses smollm2-135m), qwen2.5-coder-0.5b, smollm2-135m, or a .gguf file")
+    judge.add_argument("--llm-base-url", default=None, help="an OpenAI-compatible endpoint instead, e.g. "
+                       "http://127.0.0.1:8080/v1 (key from OPENAI_API_KEY)")
+    judge.add_argument("--llm-model", default=None, help="the endpoint's model name (with --llm-base-url)")
+    judge.add_argument("--llm-concurrency", type=int, default=4, help="requests in flight against the endpoint")
+    judge.add_argument("--llm-timeout", type=float, default=120.0, help="seconds per request before a retry")
+    judge.add_argument("--no-llm-cache", action="store_true", help="do not reuse cached judge replies")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--threads", type=int, default=2)
     perf.add_argument("--saelens-python", default=None,
                       help="python of a separate venv with sae-lens: time its trainer side by side")
+    perf.add_argument("--autointerp", action="store_true", help="autointerp judge throughput: features per minute "
+                      "in-process and through the llama.cpp server")
+    perf.add_argument("--judge", default="qwen2.5-coder-1.5b", help="judge to time (--autointerp)")
+    perf.add_argument("--features", type=int, default=4, help="features to score (--autointerp)")
+    perf.add_argument("--no-server", action="store_true", help="skip the server path (--autointerp)")
     perf.add_argument("--json", default=None, help="also write the measurements to this file")
 
     export = sub.add_parser("export", help="write a fitted SAE in SAELens' format (cfg.json + sae_weights.safetensors)")
@@ -82,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
 
     clean = sub.add_parser("clean-cache", help="delete cached activations (and converted models with --models)")
     clean.add_argument("--activations", action="store_true", help="delete harvested activations")
-    clean.add_argument("--models", action="store_true", help="delete converted model weights")
+    clean.add_argument("--models", action="store_true", help="delete converted model weights and assembled judges")
+    clean.add_argument("--judge", action="store_true", help="delete cached judge replies")
     return p
 
 
@@ -99,11 +115,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = make_config(
         args.preset, model=args.model, layer=args.layer, hook_point=args.hook_point, methods=(args.methods,),
         tasks=(args.tasks,), device=args.device, seed=args.seed, text=args.text, matched_k=args.matched_k,
+        judge=judge_config(args, args.preset),
     )
     if args.layer is not None and args.layer < 0:
         raise BenchError(f"layer {args.layer} is out of range: use a block index >= 0 (--layer)")
     Runner(cfg, args.out or default_out(cfg)).run()
     return 0
+
+
+def judge_config(args: argparse.Namespace, preset: str):
+    """The preset's judge, with what the command line sets."""
+    from dataclasses import replace
+
+    from bench.config import PRESETS
+    from bench.judge import JudgeConfig
+
+    if args.llm_base_url and not args.llm_model:
+        raise BenchError("--llm-base-url needs --llm-model (the model name the endpoint serves)")
+    if args.llm_model and not args.llm_base_url:
+        raise BenchError("--llm-model needs --llm-base-url (for the offline judge use --judge)")
+    if args.llm_concurrency < 1 or args.llm_timeout <= 0:
+        raise BenchError("--llm-concurrency must be >= 1 and --llm-timeout > 0")
+    base = PRESETS.get(preset, {}).get("judge", JudgeConfig())
+    return replace(base, judge=args.judge or base.judge, base_url=args.llm_base_url, model=args.llm_model,
+                   concurrency=args.llm_concurrency, timeout_s=args.llm_timeout, threads=args.threads or base.threads,
+                   cache=not args.no_llm_cache)
 
 
 def cmd_list(_: argparse.Namespace) -> int:
@@ -124,6 +160,11 @@ def cmd_list(_: argparse.Namespace) -> int:
     console.print("[bold]tasks[/]")
     for name, cls in tasks.REGISTRY.items():
         console.print(f"  {name:22s} {cls.description}" + _origin(tasks.ORIGINS[name]))
+    from bench.judge.weights import JUDGES
+
+    console.print("[bold]judges[/] (autointerp; or any OpenAI-compatible endpoint with --llm-base-url)")
+    for name, j in JUDGES.items():
+        console.print(f"  {name:22s} {j.description}")
     console.print("[bold]presets[/]")
     console.print("  " + ", ".join(PRESETS))
     return 0
@@ -160,6 +201,13 @@ def cmd_check_method(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
+    if args.autointerp:
+        from bench.judge_perf import judge_throughput
+
+        rows = judge_throughput(args.judge, args.features, not args.no_server, args.threads, Console())
+        if args.json:
+            atomic_write_json(Path(args.json), {"measurements": rows})
+        return 0
     if args.train:
         from bench.train_perf import train_throughput
 
@@ -180,9 +228,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     from bench.paths import cache_dir
 
-    if not (args.activations or args.models):
-        raise BenchError("say what to delete: --activations and/or --models")
-    for flag, sub in ((args.activations, "activations"), (args.models, "models")):
+    if not (args.activations or args.models or args.judge):
+        raise BenchError("say what to delete: --activations, --models and/or --judge")
+    for flag, sub in ((args.activations, "activations"), (args.models, "models"), (args.models, "judges"),
+                      (args.judge, "judge")):
         target = cache_dir() / sub
         if flag and target.exists():
             shutil.rmtree(target)

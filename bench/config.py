@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.errors import BenchError
+from bench.judge.base import JudgeConfig
 from bench.store import ExclusionRule
 
 
@@ -28,6 +29,7 @@ class RunConfig:
     matched_k: int | None = None  # None: the first sparse method's L0 on the eval split
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method name or pattern (sae-*)
     task_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task name
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # the LLM judge of autointerp
 
     def hook(self, default_layer: int) -> str:
         layer = default_layer if self.layer is None else self.layer
@@ -38,10 +40,11 @@ class RunConfig:
         return self.train_contexts * self.ctx_len
 
 
-# Sizes are chosen for 2 CPU cores: smoke < 3 min from a fresh install, default < 15 min cold, < 5 min warm.
+# Sizes are chosen for 2 CPU cores (measured in the README): default warm ≈ 17 min, autointerp ≤ 8 min of it.
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(
         train_contexts=160,  # 20k tokens
+        judge=JudgeConfig(judge="smollm2-135m"),  # checks that autointerp runs; at chance as a judge
         eval_contexts=32,
         method_params={
             "sae-*": dict(dict_ratio=2.0, epochs=6.0),
@@ -49,7 +52,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "ica": dict(max_tokens=4_000, max_iter=40),
         },
         task_params={"loss_recovered": dict(n_contexts=8), "toy_superposition": dict(scale="smoke"),
-                     "sparse_probing": dict(n_train_contexts=160, n_eval_contexts=32, min_examples=3)},
+                     "sparse_probing": dict(n_train_contexts=160, n_eval_contexts=32, min_examples=3),
+                     "autointerp": dict(n_features=2, n_explain=3, n_score_top=2, n_score_random=2, n_score_sampled=2,
+                                        n_controls=2)},
     ),
     "default": dict(
         train_contexts=2048,  # 262k tokens

@@ -26,6 +26,7 @@ from bench.dictionary import CONFIG_FILE, Dictionary, TopKDictionary, load_dicti
 from bench.errors import BenchError
 from bench.harvest import HarvestSpec, harvest
 from bench.io import atomic_write_json, atomic_write_text, fingerprint
+from bench.judge import Judge, make_judge
 from bench.models import SubjectModel, load_model, model_fingerprint, resolve_model
 from bench.results import environment, now, read_result, result_path, write_result
 from bench.specs import canonical_label, expand_spec, parse_spec, split_specs
@@ -95,6 +96,7 @@ class Runner:
         self.out = Path(out)
         self.console = console or Console(stderr=True)
         self._model: SubjectModel | None = None
+        self._judge: Judge | None = None
         self.env = environment()
 
     # --- stages ------------------------------------------------------------------------------------------
@@ -103,6 +105,12 @@ class Runner:
             with self.console.status(f"loading {self.cfg.model} …"):
                 self._model = load_model(self.cfg.model, self.cfg.device)
         return self._model
+
+    def judge(self) -> Judge:
+        if self._judge is None:
+            with self.console.status(f"loading the judge {self.cfg.judge.base_url or self.cfg.judge.judge} …"):
+                self._judge = make_judge(self.cfg.judge)
+        return self._judge
 
     @staticmethod
     def _configure(requested: tuple[str, ...], registry: dict[str, Any], presets: dict[str, dict[str, Any]],
@@ -210,6 +218,8 @@ class Runner:
         spec, docs = self.plan_activations()
         check_writable(self.out)
         atomic_write_json(self.out / "config.json", {"config": asdict(cfg), **self.env, "started": now()})
+        if self._judge_work_left(built, task_list, spec):
+            self.judge()  # an unusable judge fails now, in one line, before any harvesting or fitting
 
         with _progress(self.console) as progress:
             store = self.activations(spec, docs, progress)
@@ -225,7 +235,8 @@ class Runner:
                         fitted.append(Fitted(f"{f.label}@top{k}", f.method, TopKDictionary.wrap(f.dictionary, k),
                                              f.fit_seconds, f.fit_info, k))
 
-            ctx = TaskContext(store=store, hook=spec.hook, model_loader=self.model, seed=cfg.seed, device=cfg.device)
+            ctx = TaskContext(store=store, hook=spec.hook, model_loader=self.model, seed=cfg.seed, device=cfg.device,
+                              judge_loader=self.judge)
             records = []
             for task_label, task in task_list:
                 todo, done = [], []
@@ -244,20 +255,34 @@ class Runner:
                 if not todo:
                     continue
                 bar = progress.add_task(f"task {task_label}", total=len(todo) + 1)
-                task.prepare(ctx)
+                # Long tasks (autointerp) report their own steps on a second line.
+                detail = progress.add_task(f"  {task_label}: prepare", total=None, visible=False)
+                report = lambda d, t, detail=detail: progress.update(detail, completed=d, total=t, visible=True)  # noqa: E731
+                task_ctx = replace(ctx, progress=report)
+                task.prepare(task_ctx)
                 progress.advance(bar)
                 for f, path, _ in todo:
                     start = time.perf_counter()
-                    method_ctx = replace(ctx, refit=self.refitter(f.method)) if task.refits else ctx
+                    progress.update(detail, description=f"  {task_label}: {f.label}", completed=0, total=None)
+                    method_ctx = replace(task_ctx, refit=self.refitter(f.method)) if task.refits else task_ctx
                     with torch.inference_mode(not task.refits):
                         output = task.evaluate(f.dictionary, method_ctx)
                     record = self.record(f, task_label, task, output, store, spec, time.perf_counter() - start)
                     write_result(path, record)
                     records.append(record)
                     progress.advance(bar)
+                progress.update(detail, visible=False)
 
         self.publish(records, [m for m in method_registry.REGISTRY])
+        if self._judge is not None:
+            self._judge.close()
         return records
+
+    def _judge_work_left(self, built: list[tuple[str, Method]], task_list: list[tuple[str, Task]], spec) -> bool:
+        """Whether a judge task still lacks a result for some method (a finished run resumes without its judge)."""
+        return any(not result_path(self.out, spec.model, spec.hook, label, task_label).exists()
+                   for task_label, task in task_list if task.needs_judge
+                   for label, method in built if method.refittable or not task.refits)
 
     def refitter(self, method: Method):
         """A fresh copy of `method` (same settings and seed) fitted on data it is given."""
@@ -283,8 +308,11 @@ class Runner:
 
     def resume_key(self, f: Fitted, task, spec: HarvestSpec) -> str:
         """What must match for a result on disk to stand for this one."""
-        return fingerprint({"activations": spec.key(), "method": asdict(f.method), "matched_k": f.matched_k,
-                            "task": task.name, "task_params": asdict(task), "seed": self.cfg.seed})
+        key = {"activations": spec.key(), "method": asdict(f.method), "matched_k": f.matched_k,
+               "task": task.name, "task_params": asdict(task), "seed": self.cfg.seed}
+        if task.needs_judge:
+            key["judge"] = self.cfg.judge.identity()
+        return fingerprint(key)
 
     def record(self, f: Fitted, task_label: str, task: Task, output, store, spec, task_s: float) -> dict[str, Any]:
         return {
@@ -300,6 +328,7 @@ class Runner:
             "task": task_label,
             "task_name": task.name,
             "task_params": asdict(task),
+            **({"judge": self.cfg.judge.identity()} if task.needs_judge else {}),
             "metrics": {name: m.to_json() for name, m in output.metrics.items()},
             "details": output.details,
             "exclusion": store.exclusion_record(),

@@ -23,6 +23,8 @@ PRIMARY = {
     ("toy_superposition", "recovered_fraction"): "toy recovered",
     ("sparse_probing", "auroc_k5"): "probe k=5",
     ("sparse_probing", "dense_auroc"): "dense probe",
+    ("autointerp", "simulation"): "autointerp sim.",
+    ("autointerp", "detection_auroc"): "autointerp detect",
 }
 
 
@@ -101,6 +103,9 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
                 board.rows.append(twin := Row(rec["method"], "top-k"))
             twin.values.update({c: v for c, v in row.values.items()})
             twin.intervals.update(row.intervals)
+        for note in rec.get("details", {}).get("board_notes", []):  # e.g. which judge scored, and how well
+            if note not in board.notes:
+                board.notes.append(note)
         exclusion = rec.get("exclusion", {})
         note = f"{exclusion.get('rule', '')} ({100 * exclusion.get('excluded_fraction_eval', 0):.2f}% of eval tokens)"
         if exclusion and note not in board.notes:
@@ -126,6 +131,15 @@ def fmt(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
+def cell(row: Row, col: Column) -> str:
+    """The value, with its 95% interval where the task gave one."""
+    text = fmt(row.values.get(col))
+    if col in row.intervals:
+        lo, hi = row.intervals[col]
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    return text
+
+
 def to_markdown(boards: list[Leaderboard]) -> str:
     out = []
     for b in boards:
@@ -136,7 +150,7 @@ def to_markdown(boards: list[Leaderboard]) -> str:
         for r in b.rows:
             cells = [f"`{r.method}`", r.group]
             for c in b.columns:
-                text = fmt(r.values.get(c))
+                text = cell(r, c)
                 cells.append(f"**{text}**" if b.best(r, c) else text)
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
@@ -166,7 +180,7 @@ def to_rich(boards: list[Leaderboard], primary_only: bool = True):
                 t.add_section()
             previous = r.group
             t.add_row(escape(r.method), r.group, *[
-                f"[bold green]{fmt(r.values.get(c))}[/]" if b.best(r, c) else fmt(r.values.get(c)) for c in cols
+                f"[bold green]{cell(r, c)}[/]" if b.best(r, c) else cell(r, c) for c in cols
             ])
         tables.append(t)
     return tables

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from bench.dictionary import Dictionary
 
 if TYPE_CHECKING:
+    from bench.judge import Judge
     from bench.models import SubjectModel
     from bench.store import ActivationStore
 
@@ -56,6 +57,8 @@ class TaskContext:
     # Fits the method behind the current dictionary again, same settings, on other data (`[n, d]` in an
     # ArraySplit). Set by the runner for tasks with `refits = True`; the task still never learns the method.
     refit: Callable[[Any], Dictionary] | None = None
+    # The LLM judge of the run (autointerp), built on first use; set by the runner.
+    judge_loader: Callable[[], "Judge"] | None = None
     _model: "SubjectModel | None" = field(default=None, repr=False)
 
     @property
@@ -63,6 +66,12 @@ class TaskContext:
         if self._model is None:
             self._model = self.model_loader()
         return self._model
+
+    @property
+    def judge(self) -> "Judge":
+        if self.judge_loader is None:
+            raise RuntimeError("this context has no judge; tasks that use one set `needs_judge = True`")
+        return self.judge_loader()
 
 
 @dataclass
@@ -72,6 +81,7 @@ class Task(abc.ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_model: ClassVar[bool] = False
+    needs_judge: ClassVar[bool] = False  # uses the run's LLM judge (ctx.judge); its identity joins the resume key
     refits: ClassVar[bool] = False  # asks the method to fit again on other data, through ctx.refit
     topk_rows: ClassVar[bool] = True  # also score the top-k (matched-sparsity) variants of dense methods
 

@@ -17,21 +17,16 @@ what caps PCA and ICA (d lines) below 1 when n_features > d.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
 from bench.dictionary import Dictionary
 from bench.errors import BenchError
+from bench.seeds import stream
 from bench.store import ArraySplit
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.reconstruction import reconstruction_metrics
-
-
-def stream(seed: int, tag: str) -> int:
-    """A generator seed for `tag` derived from `seed`, unrelated to `seed` itself or to other tags."""
-    return int.from_bytes(hashlib.sha256(f"{tag}:{seed}".encode()).digest()[:8], "little") >> 1
 
 
 @dataclass(frozen=True)

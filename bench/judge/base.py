@@ -1,0 +1,337 @@
+"""The judge: an LLM that explains and scores features for `autointerp`, behind one small interface.
+
+A backend knows how to reach a model (`llama.cpp` in-process, or any OpenAI-compatible endpoint) and offers:
+- `complete(messages, max_tokens, logprobs)`: a greedy chat completion, with each generated token's top
+  log-probabilities when `logprobs` > 0;
+- optionally `readout(messages, pieces, slots, candidates)`: the assistant reply is pre-filled with `pieces`, and
+  the log-probabilities of `candidates` are read at the end of each piece listed in `slots`, in one forward pass
+  (Bills et al.'s "all at once" simulation; only an in-process model can do this).
+
+`Judge` turns three requests into those calls: `Generate` (an explanation), `Choice` (the probability of "yes"
+among yes/no) and `Simulate` (an expected 0..9 activation per token). It adds an on-disk response cache keyed by
+(backend, model, call, arguments), bounded concurrency, token counts, and turns a failed or malformed reply into a
+failed sample (`Reply.ok = False`) instead of an exception. Only `JudgeUnavailable` (unreachable, bad key, unknown
+model) stops a run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.io import fingerprint
+
+Message = tuple[str, str]  # (role, content)
+DIGITS = tuple(str(i) for i in range(10))
+
+
+class JudgeUnavailable(BenchError):
+    """The judge cannot be used at all (unreachable, rejected key, unknown model): the run stops, one line."""
+
+
+class RequestFailed(Exception):
+    """One request failed after its retries (HTTP 5xx, timeout): counted as a failed sample."""
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    judge: str = "qwen2.5-coder-1.5b"  # in-process model name or a GGUF path; unused when base_url is set
+    base_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1
+    model: str | None = None  # the endpoint's model name (--llm-model)
+    concurrency: int = 4  # requests in flight against an endpoint (an in-process model runs one at a time)
+    timeout_s: float = 120.0
+    max_retries: int = 5  # on 429, 5xx, timeouts and dropped connections, with exponential back-off
+    threads: int = 2  # CPU threads of an in-process model
+    n_ctx: int = 4096
+    cache: bool = True  # the on-disk response cache
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the judge's answers (goes into result resume keys); never the API key."""
+        if self.base_url:
+            return {"backend": "openai", "model": self.model}
+        return {"backend": "llama.cpp", "model": self.judge}
+
+
+@dataclass
+class Completion:
+    """A backend's raw answer: generated text and tokens, top log-probabilities per generated token."""
+
+    text: str
+    tokens: list[str] = field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Backend(Protocol):
+    name: str  # e.g. "llama.cpp:qwen2.5-coder-1.5b" or "openai:gpt-4o-mini"
+    concurrency: int
+
+    def complete(self, messages: Sequence[Message], max_tokens: int, logprobs: int = 0) -> Completion: ...
+
+    def check(self) -> None:
+        """Raise `JudgeUnavailable` with a one-line fix if the judge cannot be used."""
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Greedy free text (an explanation)."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int = 48
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Probability of `options[0]` among the options, as the reply's first token (e.g. yes vs no)."""
+
+    messages: tuple[Message, ...]
+    options: tuple[str, ...] = ("yes", "no")
+
+
+@dataclass(frozen=True)
+class Simulate:
+    """Expected activation 0..9 per token of an excerpt; the reply has one `token<TAB>value` line per token."""
+
+    messages: tuple[Message, ...]
+    tokens: tuple[str, ...]
+
+
+Request = Generate | Choice | Simulate
+
+
+@dataclass
+class Reply:
+    ok: bool
+    value: Any = None  # str (Generate), float (Choice: probability of options[0]), list[float] (Simulate)
+    error: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    failed: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0  # spent in this run (cached replies cost nothing and are not counted)
+    completion_tokens: int = 0
+
+    def add(self, reply: Reply) -> None:
+        self.requests += 1
+        self.failed += not reply.ok
+        self.cached += reply.cached
+        if not reply.cached:
+            self.prompt_tokens += reply.prompt_tokens
+            self.completion_tokens += reply.completion_tokens
+
+
+class ResponseCache:
+    """SQLite table of raw backend answers: a rerun of the same prompts costs nothing. Safe across threads."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._lock = threading.Lock()
+        self._db = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                self._db.commit()
+            except sqlite3.DatabaseError:
+                raise BenchError(f"judge response cache {path} is corrupt; delete it "
+                                 "(`python -m bench clean-cache --judge`)") from None
+
+    def get(self, key: str) -> dict | None:
+        if self._db is None:
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT value FROM replies WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict) -> None:
+        if self._db is None:
+            return
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?)", (key, json.dumps(value)))
+            self._db.commit()
+
+
+def _norm(token: str) -> str:
+    return token.strip().lower()
+
+
+def option_probability(top: dict[str, float], options: Sequence[str]) -> float | None:
+    """P(options[0]) renormalised over the options, summing case and whitespace variants; None if none appear."""
+    mass = np.zeros(len(options))
+    wanted = [_norm(o) for o in options]
+    for token, lp in top.items():
+        t = _norm(token)
+        for i, o in enumerate(wanted):
+            if t and o.startswith(t) and len(t) >= min(2, len(o)):
+                mass[i] += np.exp(lp)
+                break
+    total = mass.sum()
+    return float(mass[0] / total) if total > 0 else None
+
+
+def digit_expectation(top: dict[str, float]) -> float | None:
+    """Expected value over the digit tokens 0..9 in a top-log-probability table; None if no digit appears."""
+    p = np.zeros(10)
+    for token, lp in top.items():
+        t = token.strip()
+        if len(t) == 1 and t in DIGITS:
+            p[int(t)] += np.exp(lp)
+    return float((p * np.arange(10)).sum() / p.sum()) if p.sum() > 0 else None
+
+
+_LINE_VALUE = re.compile(r"(\d+)\s*$")
+
+
+def parse_simulation(completion: Completion, n_tokens: int) -> list[float]:
+    """Per-token values from a generated `token<TAB>value` reply; ValueError if there are not `n_tokens` of them.
+
+    A line's value is its last number, capped at 9. Where the backend gave log-probabilities for the token that
+    holds that number (a single digit), the expected value over the digits replaces it.
+    """
+    owner: list[int] = []  # character offset in the text -> index of the generated token holding it
+    if completion.tokens and len(completion.tokens) == len(completion.top_logprobs):
+        text = "".join(completion.tokens)
+        for i, tok in enumerate(completion.tokens):
+            owner.extend([i] * len(tok))
+    else:
+        text = completion.text
+    values: list[float] = []
+    offset = 0
+    for line in text.split("\n"):
+        if m := _LINE_VALUE.search(line):
+            value = min(float(m.group(1)), 9.0)
+            if owner:
+                i = owner[offset + m.start(1)]
+                if completion.tokens[i].strip() == m.group(1):
+                    expected = digit_expectation(completion.top_logprobs[i])
+                    value = expected if expected is not None else value
+            values.append(value)
+        offset += len(line) + 1
+    if len(values) != n_tokens:
+        raise ValueError(f"expected {n_tokens} values, got {len(values)}")
+    return values
+
+
+class Judge:
+    """Runs requests through a backend, with the response cache, concurrency, failure counting and usage."""
+
+    def __init__(self, backend: Backend, cache: ResponseCache | None = None) -> None:
+        self.backend = backend
+        self.cache = cache or ResponseCache(None)
+        self.usage = Usage()
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def close(self) -> None:
+        if close := getattr(self.backend, "close", None):
+            close()
+
+    @property
+    def simulation_mode(self) -> str:
+        return "all-at-once" if hasattr(self.backend, "readout") else "generated"
+
+    def _cached(self, call: str, args: dict[str, Any], run: Callable[[], dict]) -> tuple[dict, bool]:
+        # The endpoint joins the key: two servers may serve different weights under one model name.
+        key = fingerprint({"backend": self.backend.name, "endpoint": getattr(self.backend, "base_url", None),
+                           "call": call, "args": args}, n=32)
+        if (hit := self.cache.get(key)) is not None:
+            return hit, True
+        value = run()
+        self.cache.put(key, value)
+        return value, False
+
+    def _complete(self, messages, max_tokens: int, logprobs: int) -> tuple[Completion, bool]:
+        raw, cached = self._cached("complete", {"messages": messages, "max_tokens": max_tokens, "logprobs": logprobs},
+                                   lambda: asdict(self.backend.complete(messages, max_tokens, logprobs)))
+        return Completion(**raw), cached
+
+    def run(self, request: Request) -> Reply:
+        try:
+            reply = self._run(request)
+        except JudgeUnavailable:
+            raise
+        except RequestFailed as e:
+            reply = Reply(False, error=str(e))
+        with self._lock:
+            self.usage.add(reply)
+        return reply
+
+    def _run(self, request: Request) -> Reply:
+        if isinstance(request, Generate):
+            c, cached = self._complete(request.messages, request.max_tokens, 0)
+            text = c.text.strip()
+            return Reply(bool(text), text, "" if text else "empty reply", c.prompt_tokens, c.completion_tokens, cached)
+        if isinstance(request, Choice):
+            c, cached = self._complete(request.messages, 1, 20)
+            top = c.top_logprobs[0] if c.top_logprobs else {c.text: 0.0}
+            p = option_probability(top, request.options)
+            error = "" if p is not None else f"reply {c.text[:20]!r} is none of {'/'.join(request.options)}"
+            return Reply(p is not None, p, error, c.prompt_tokens, c.completion_tokens, cached)
+        if isinstance(request, Simulate):
+            return self._simulate(request)
+        raise TypeError(f"unknown request {type(request).__name__}")
+
+    def _simulate(self, request: Simulate) -> Reply:
+        lines = [f"{t}\t" for t in request.tokens]
+        if hasattr(self.backend, "readout"):
+            # Pre-fill the reply "token<TAB>unknown" per line and read the digit distribution after each tab.
+            pieces = [p for line in lines for p in (line, "unknown\n")]
+            slots = list(range(0, len(pieces), 2))
+            raw, cached = self._cached("readout", {"messages": request.messages, "pieces": pieces, "slots": slots},
+                                       lambda: self.backend.readout(request.messages, pieces, slots, DIGITS))
+            values = [digit_expectation(t) for t in raw["tables"]]
+            if any(v is None for v in values):
+                return Reply(False, error="no digit probabilities", cached=cached)
+            return Reply(True, values, "", raw["prompt_tokens"], 0, cached)
+        c, cached = self._complete(request.messages, 6 * len(request.tokens) + 16, 10)
+        try:
+            values = parse_simulation(c, len(request.tokens))
+        except ValueError as e:
+            return Reply(False, error=f"malformed simulation: {e}", prompt_tokens=c.prompt_tokens,
+                         completion_tokens=c.completion_tokens, cached=cached)
+        return Reply(True, values, "", c.prompt_tokens, c.completion_tokens, cached)
+
+    def map(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> list[Reply]:
+        """Replies in request order; an endpoint gets up to `concurrency` requests at once."""
+        if self.backend.concurrency <= 1 or len(requests) <= 1:
+            out = []
+            for r in requests:
+                out.append(self.run(r))
+                if progress:
+                    progress(1)
+            return out
+        with ThreadPoolExecutor(self.backend.concurrency) as pool:
+            futures = [pool.submit(self.run, r) for r in requests]
+            out = []
+            try:
+                for f in futures:
+                    out.append(f.result())
+                    if progress:
+                        progress(1)
+            except BaseException:
+                # JudgeUnavailable (or Ctrl-C): stop now, not after every queued request has retried against a dead
+                # judge; only the requests already in flight finish.
+                for f in futures:
+                    f.cancel()
+                raise
+            return out

@@ -1,0 +1,222 @@
+"""autointerp: scores on cases whose answer is known by construction, excerpt sampling, prompts, controls, and the
+pipeline with a real in-process judge (the bundled SmolLM2; tiny sizes keep it fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.errors import BenchError
+from bench.judge.base import (
+    Completion,
+    Judge,
+    JudgeConfig,
+    ResponseCache,
+    digit_expectation,
+    option_probability,
+    parse_simulation,
+)
+from bench.judge.weights import assemble
+from tasks.autointerp.calibration import calibrate, control_features
+from tasks.autointerp.excerpts import Excerpt, Sizes, sample_examples
+from tasks.autointerp.pipeline import Feature, Scored, interpret
+from tasks.autointerp.prompts import clean_explanation, display, explain_request, render
+from tasks.autointerp.scoring import auroc, balanced_accuracy, best_threshold, bootstrap_interval, correlation
+
+# --- scores ---------------------------------------------------------------------------------------------------
+
+
+def test_correlation_known_cases():
+    t = np.array([0.0, 1.0, 3.0, 0.0])
+    assert correlation(2 * t + 1, t) == pytest.approx(1.0)
+    assert correlation(-t, t) == pytest.approx(-1.0)
+    assert correlation(np.full(4, 5.0), t) == 0.0  # a judge that predicts nothing scores 0, not NaN
+
+
+def test_auroc_hand_computed():
+    # pairs (pos, neg): 0.9>0.5, 0.9>0.1, 0.4<0.5, 0.4>0.1 -> 3 of 4
+    assert auroc(np.array([0.9, 0.4, 0.5, 0.1]), np.array([1, 1, 0, 0], bool)) == pytest.approx(0.75)
+    assert auroc(np.array([0.7, 0.7]), np.array([1, 0], bool)) == pytest.approx(0.5)  # a tie counts half
+    assert np.isnan(auroc(np.array([0.3]), np.array([1], bool)))
+
+
+def test_calibrated_threshold_rescues_a_biased_judge():
+    # Ranks perfectly, but says "yes" to everything at 0.5: balanced accuracy 0.5 there, 1.0 at the calibrated threshold.
+    probs, labels = np.array([0.95, 0.93, 0.85, 0.81]), np.array([1, 1, 0, 0], bool)
+    assert balanced_accuracy(probs, labels, 0.5) == pytest.approx(0.5)
+    t = best_threshold(probs, labels)
+    assert 0.85 <= t < 0.93
+    assert balanced_accuracy(probs, labels, t) == pytest.approx(1.0)
+
+
+def test_bootstrap_interval():
+    assert bootstrap_interval(np.array([0.3]), seed=0) is None
+    assert bootstrap_interval(np.full(5, 0.4), seed=0) == pytest.approx((0.4, 0.4))
+    v = np.random.default_rng(0).normal(0.2, 0.1, 40)
+    lo, hi = bootstrap_interval(v, seed=0)
+    assert lo < v.mean() < hi
+    half = 1.96 * v.std() / np.sqrt(len(v))  # the normal approximation the paper's error bars use
+    assert hi - lo == pytest.approx(2 * half, rel=0.25)
+
+
+# --- judge reply parsing ----------------------------------------------------------------------------------------
+
+
+def test_option_probability_sums_variants_and_renormalises():
+    top = {" Yes": np.log(0.3), "yes": np.log(0.1), "No": np.log(0.2), "The": np.log(0.4)}
+    assert option_probability(top, ("yes", "no")) == pytest.approx(0.4 / 0.6)
+    assert option_probability({"Maybe": 0.0}, ("yes", "no")) is None
+
+
+def test_digit_expectation():
+    assert digit_expectation({"2": np.log(0.5), "6": np.log(0.5), "x": 0.0}) == pytest.approx(4.0)
+    assert digit_expectation({"a": 0.0}) is None
+
+
+def test_parse_simulation_uses_digit_logprobs_and_rejects_wrong_counts():
+    tokens = ["the", "\t", "3", "\n", " cat", "\t", "1", "2", "\n"]
+    tops = [{}, {}, {"3": np.log(0.5), "5": np.log(0.5)}, {}, {}, {}, {}, {}, {}]
+    values = parse_simulation(Completion("".join(tokens), tokens, tops), 2)
+    assert values == pytest.approx([4.0, 9.0])  # expected value 4; "12" capped at 9 (no single digit to read)
+    with pytest.raises(ValueError):
+        parse_simulation(Completion("the\t3\n"), 2)
+
+
+# --- excerpts and prompts -----------------------------------------------------------------------------------------
+
+
+def _planted(n_ctx=30, ctx_len=40, firing=20):
+    """Context c (c < firing) fires once, with value c + 1, at position 10 + c; the others never fire."""
+    acts = np.zeros((n_ctx, ctx_len), np.float32)
+    for c in range(firing):
+        acts[c, 10 + c % 25] = c + 1
+    tokens = np.arange(n_ctx * ctx_len).reshape(n_ctx, ctx_len)
+    return acts, tokens
+
+
+def test_excerpts_take_the_top_contexts_and_never_overlap():
+    acts, tokens = _planted()
+    sizes = Sizes(window=8, n_explain=4, n_top=3, n_random=3, n_sampled=3)
+    ex = sample_examples(acts, tokens, sizes, np.random.default_rng(0))
+    explain, top = {e.context for e in ex.explain}, {e.context for e in ex.top}
+    assert explain | top == set(range(13, 20))  # the seven strongest contexts, split between the two
+    assert len(explain) == 4 and len(top) == 3
+    sampled, random = {e.context for e in ex.sampled}, {e.context for e in ex.random}
+    assert sampled <= set(range(13)) and len(sampled) == 3  # other contexts where it fires
+    assert len(random) == 3 and not random & (explain | top | sampled)
+    everything = [e.context for e in ex.explain + ex.top + ex.sampled + ex.random]
+    assert len(everything) == len(set(everything))  # no context is used twice
+    for e in ex.explain + ex.top:
+        assert int(np.argmax(e.acts)) == 6  # the peak sits three quarters into the window
+        assert e.acts.max() == acts[e.context].max()
+        np.testing.assert_array_equal(e.tokens, tokens[e.context, e.start : e.start + 8])
+    assert sample_examples(acts[:, :], tokens, Sizes(n_explain=15, n_top=10), np.random.default_rng(0)) is None
+
+
+def test_render_marks_and_display():
+    strings = {1: "The", 2: " cat", 3: "\n", 4: " sat"}
+    e = Excerpt(0, 0, np.array([1, 2, 3, 4]), np.array([0.0, 2.0, 0.0, 0.4], np.float32))
+    assert render(e, strings, threshold=0.5) == "The <<cat>>↵ sat"  # 0.4 is below the threshold: not marked
+    assert render(e, strings) == "The cat↵ sat"
+    assert display("a\tb\r\n") == "a⇥b↵"
+    request = explain_request([e], strings)
+    assert "cat (1)" in request.messages[-1][1] and "<<cat>>" in request.messages[-1][1]
+    assert clean_explanation('\n Explanation: "animal names"\nmore') == "animal names"
+
+
+# --- controls and calibration ---------------------------------------------------------------------------------------
+
+
+def test_controls_fire_on_their_token_and_shuffled_twins_keep_the_count():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 50, size=(40, 32))
+    keep = np.ones_like(tokens, bool)
+    keep[:, 0] = False
+    strings = {i: f" word{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(50)}
+    known, shuffled = control_features(tokens, keep, strings, n=3, min_contexts=5, seed=0, max_context_fraction=1.0)
+    assert len(known) == len(shuffled) == 3
+    for k, s in zip(known, shuffled, strict=True):
+        token = next(t for t, w in strings.items() if repr(display(w)) == k.key.split(" ", 1)[1])
+        np.testing.assert_array_equal(k.acts == 1, (tokens == token) & keep)
+        assert s.acts.sum() == k.acts.sum() and not s.acts[~keep].any()
+
+
+def test_calibrate_separation_and_threshold():
+    known = [Scored("k1", "x", simulation=0.6, detection_auroc=1.0, yes_probs=[0.9, 0.8], labels=[True, False]),
+             Scored("k2", "x", simulation=0.5, detection_auroc=0.9, yes_probs=[0.95, 0.7], labels=[True, False])]
+    shuffled = [Scored("s1", "x", simulation=0.0, detection_auroc=0.5), Scored("s2", "x", simulation=0.1,
+                                                                                 detection_auroc=0.4)]
+    cal = calibrate(known, shuffled)
+    assert cal["separation_detection_auroc"] == 1.0 and cal["separation_simulation"] == 1.0
+    assert 0.8 <= cal["threshold"] < 0.9 and cal["balanced_accuracy_known_at_threshold"] == 1.0
+    assert cal["balanced_accuracy_known_at_half"] == 0.5
+
+
+# --- weights ----------------------------------------------------------------------------------------------------------
+
+
+def test_assemble_checks_the_official_hash(tmp_path):
+    import hashlib
+
+    parts = []
+    for i, blob in enumerate([b"GGUF", b"part two", b"end"]):
+        (p := tmp_path / f"part{i}.bin").write_bytes(blob)
+        parts.append(p)
+    good = hashlib.sha256(b"GGUFpart twoend").hexdigest()
+    target = assemble(parts, tmp_path / "out" / "model.gguf", good)
+    assert target.read_bytes() == b"GGUFpart twoend"
+    with pytest.raises(BenchError, match="not the official"):
+        assemble(parts, tmp_path / "bad" / "model.gguf", "0" * 64)
+    assert not any((tmp_path / "bad").iterdir())  # nothing half-written is left to be loaded later
+
+
+# --- the in-process judge and the pipeline, for real ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from bench.judge.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(JudgeConfig(judge="smollm2-135m", n_ctx=2048))
+
+
+def test_kv_cache_reuse_gives_the_logits_of_a_fresh_pass(smol):
+    tokens = smol.llm.tokenize(b"The cat sat on the mat and looked at the dog.", add_bos=False)
+    smol._kv.clear()
+    smol.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+    fresh = smol._forward(tokens, [len(tokens) - 1, len(tokens) - 3])
+    other = smol._forward(tokens[:4] + [tokens[5]], [4])  # shares a 4-token prefix, then differs
+    again = smol._forward(tokens, [len(tokens) - 1, len(tokens) - 3])  # reuses the cache up to the first readout
+    assert set(other) == {4}
+    for pos in fresh:  # exactly: the answer to a request never depends on what the cache held before it
+        np.testing.assert_array_equal(again[pos], fresh[pos])
+
+
+def test_readout_matches_greedy_next_token(smol):
+    messages = (("user", "Count: 1, 2, 3, 4, 5. Continue the count with the next digit only."),)
+    done = smol.complete(messages, max_tokens=1, logprobs=20)
+    table = smol.readout(messages, [""], [0], [str(i) for i in range(10)])["tables"][0]
+    # an empty pre-fill reads the first reply token: the same distribution as the completion's
+    for digit, lp in table.items():
+        if digit in done.top_logprobs[0]:
+            assert lp == pytest.approx(done.top_logprobs[0][digit], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_pipeline_with_a_real_judge_then_the_rerun_is_free(smol, model, store, tmp_path):
+    tokens, keep = store.eval.tokens(), store.eval.keep()
+    strings = {int(t): model.tokenizer.decode([int(t)]) for t in np.unique(tokens)}
+    known, shuffled = control_features(tokens, keep, strings, n=1, min_contexts=3, seed=0)
+    sizes = Sizes(window=8, n_explain=2, n_top=1, n_random=1, n_sampled=1)
+    features = known + shuffled + [Feature("never fires", np.zeros(tokens.shape, np.float32))]
+    judge = Judge(smol, ResponseCache(tmp_path / "replies.sqlite"))
+    first, rare = interpret(features, tokens, strings, judge, sizes, seed=0)
+    assert rare == 1 and len(first) == 2
+    for s in first:
+        assert s.failed or (s.explanation and -1 <= s.simulation <= 1 and 0 <= s.detection_auroc <= 1)
+        assert len(s.examples["detection"]) == 2 and len(s.examples["simulation_excerpts"]) == 2
+    spent = judge.usage.prompt_tokens
+    assert spent > 0 and judge.usage.requests == 2 * 5
+    again, _ = interpret(features, tokens, strings, judge, sizes, seed=0)
+    assert judge.usage.prompt_tokens == spent and judge.usage.cached == 2 * 5  # nothing recomputed
+    assert [s.to_json() for s in again] == [s.to_json() for s in first]

@@ -1,0 +1,84 @@
+"""autointerp from the command line: offline with the in-process judge, and through a real llama.cpp server with
+the `openai` client, including a judge that goes away (nothing finished is lost; the rerun resumes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.llama_server import free_port, llama_server, smollm2_gguf
+from tests.test_cli import assert_one_line_error, bench
+
+TINY = ("autointerp[n_features=1,n_controls=1,window=8,n_explain=2,n_score_top=1,n_score_random=1,"
+        "n_score_sampled=1]")
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {r["method"]: r for r in (json.loads(p.read_text()) for p in (out / "results").glob("*__autointerp*.json"))}
+
+
+def _stamps(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+
+
+def test_judge_flags_are_checked_before_any_work(tmp_path):
+    assert_one_line_error(bench("run", "--preset", "smoke", "--tasks", "autointerp", "--llm-base-url",
+                                "http://127.0.0.1:9/v1", "--out", str(tmp_path / "a")), "--llm-model")
+    assert_one_line_error(bench("run", "--preset", "smoke", "--tasks", "autointerp", "--judge", "gpt-9",
+                                "--out", str(tmp_path / "b")), "unknown judge")
+    refused = bench("run", "--preset", "smoke", "--tasks", "autointerp", "--llm-base-url",
+                    f"http://127.0.0.1:{free_port()}/v1", "--llm-model", "m", "--out", str(tmp_path / "c"))
+    assert_one_line_error(refused, "--llm-base-url")
+    assert "harvest" not in refused.stderr  # failed before any activations were read
+
+
+@pytest.mark.slow
+def test_offline_judge_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    run = bench("run", "--preset", "smoke", "--methods", "sae-topk", "--tasks", TINY, "--no-llm-cache", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = _records(out)["sae-topk"]
+    assert record["judge"] == {"backend": "llama.cpp", "model": "smollm2-135m"}
+    details = record["details"]
+    assert details["judge"]["simulation_mode"] == "all-at-once" and details["judge"]["usage"]["prompt_tokens"] > 0
+    assert details["n_sampled"] == 1 and details["n_features"] == details["n_dead"] + details["n_too_rare"] + (
+        details["n_features"] - details["n_dead"] - details["n_too_rare"])
+    feature = details["features"][0]
+    assert feature["explanation"] and feature["explain_excerpts"] and feature["detection"]
+    cal = details["calibration"]
+    assert cal["n_known"] == cal["n_shuffled"] == 1 and 0 <= cal["threshold"] <= 1
+    assert {"simulation", "detection_auroc", "detection_bal_acc"} <= set(record["metrics"])
+    assert "autointerp judge llama.cpp:smollm2-135m" in (out / "leaderboard.md").read_text()
+
+
+@pytest.mark.slow
+def test_llama_cpp_server_end_to_end_and_a_judge_that_goes_away(tmp_path):
+    gguf = smollm2_gguf()
+    out = tmp_path / "run"
+    with llama_server(str(gguf)) as url:
+        args = ["--preset", "smoke", "--tasks", TINY, "--llm-base-url", url, "--llm-model", str(gguf), "--out", str(out)]
+        first = bench("run", "--methods", "pca", *args)
+        assert first.returncode == 0, first.stderr[-3000:]
+    record = _records(out)["pca"]
+    assert record["judge"] == {"backend": "openai", "model": str(gguf)}
+    assert record["details"]["judge"]["simulation_mode"] == "generated"
+    assert record["details"]["judge"]["usage"]["requests"] > 0
+    done = _stamps(out)
+
+    # the server is gone: finished work needs no judge and stays; new work fails in one line, losing nothing
+    args[args.index(url)] = url.rsplit(":", 1)[0] + f":{free_port()}/v1"
+    again = bench("run", "--methods", "pca", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    more = bench("run", "--methods", "pca,sae-topk", *args)
+    assert_one_line_error(more, "--llm-base-url")
+    assert _stamps(out) == done
+
+    # a judge is back (another port, same model): the run resumes, the finished result untouched
+    with llama_server(str(gguf)) as url:
+        args[args.index("--llm-base-url") + 1] = url
+        resumed = bench("run", "--methods", "pca,sae-topk", *args)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert set(_records(out)) == {"pca", "sae-topk"}
+    assert {k: v for k, v in _stamps(out).items() if k in done} == done
