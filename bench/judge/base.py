@@ -268,9 +268,7 @@ class Judge:
     def run(self, request: Request) -> Reply:
         try:
             reply = self._run(request)
-        except JudgeUnavailable:
-            raise
-        except RequestFailed as e:
+        except RequestFailed as e:  # JudgeUnavailable is not caught: it stops the run
             reply = Reply(False, error=str(e))
         with self._lock:
             self.usage.add(reply)

@@ -16,7 +16,7 @@ import numpy as np
 from bench.seeds import rng
 from tasks.autointerp.pipeline import Feature, Scored
 from tasks.autointerp.prompts import display
-from tasks.autointerp.scoring import auroc, balanced_accuracy, best_threshold
+from tasks.autointerp.scoring import auroc, balanced_accuracy, best_threshold, finite_or_none
 
 
 def control_features(tokens: np.ndarray, keep: np.ndarray, strings: Mapping[int, str], n: int, min_contexts: int,
@@ -56,15 +56,11 @@ def calibrate(known: list[Scored], shuffled: list[Scored]) -> dict[str, Any]:
         out[f"{score}_known"] = float(k.mean()) if len(k) else None
         out[f"{score}_shuffled"] = float(r.mean()) if len(r) else None
         sep = auroc(np.concatenate([k, r]), np.concatenate([np.ones(len(k), bool), np.zeros(len(r), bool)]))
-        out[f"separation_{score}"] = None if np.isnan(sep) else sep
+        out[f"separation_{score}"] = finite_or_none(sep)
     probs = np.array([p for s in known for p in s.yes_probs], float)
     labels = np.array([y for s in known for y in s.labels], bool)
     threshold = best_threshold(probs, labels) if len(probs) else 0.5
     out["threshold"] = threshold
-    out["balanced_accuracy_known_at_threshold"] = _finite(balanced_accuracy(probs, labels, threshold))
-    out["balanced_accuracy_known_at_half"] = _finite(balanced_accuracy(probs, labels, 0.5))
+    out["balanced_accuracy_known_at_threshold"] = finite_or_none(balanced_accuracy(probs, labels, threshold))
+    out["balanced_accuracy_known_at_half"] = finite_or_none(balanced_accuracy(probs, labels, 0.5))
     return out
-
-
-def _finite(v: float) -> float | None:
-    return None if np.isnan(v) else float(v)

@@ -24,7 +24,7 @@ from tasks.autointerp.prompts import (
     render,
     simulate_request,
 )
-from tasks.autointerp.scoring import auroc, correlation
+from tasks.autointerp.scoring import auroc, correlation, finite_or_none
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class Scored:
     examples: dict[str, Any] = field(default_factory=dict)  # what a reader needs to judge the explanation
 
     def to_json(self) -> dict[str, Any]:
-        nan = lambda v: None if v is None or not np.isfinite(v) else float(v)  # noqa: E731
-        return {"feature": self.key, "explanation": self.explanation, "simulation": nan(self.simulation),
-                "detection_auroc": nan(self.detection_auroc), "failed_requests": self.failed, **self.examples}
+        return {"feature": self.key, "explanation": self.explanation, "simulation": finite_or_none(self.simulation),
+                "detection_auroc": finite_or_none(self.detection_auroc), "failed_requests": self.failed,
+                **self.examples}
 
 
 def _shown(excerpts: list[Excerpt], strings: Mapping[int, str], threshold: float | None) -> list[str]:
@@ -102,7 +102,7 @@ def interpret(features: list[Feature], tokens: np.ndarray, strings: Mapping[int,
 def _score(scored: Scored, ex: Examples, replies: list[tuple[str, Excerpt, Reply]], strings: Mapping[int, str]) -> None:
     top = {id(e) for e in ex.top}
     probs, labels, predicted, true, shown = [], [], [], [], []
-    scale = float(max(e.acts.max() for e in ex.explain))
+    scale = scored.examples["max_activation"]
     for kind, e, r in replies:
         scored.failed += not r.ok
         if kind == "detect":

@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def finite_or_none(v: float | None) -> float | None:
+    """A score as JSON stores it: NaN (undefined, e.g. one class only) becomes None."""
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
 def correlation(predicted: np.ndarray, true: np.ndarray) -> float:
     """Pearson correlation (Bills et al.'s simulation score); 0 when either side is constant (nothing predicted)."""
     p, t = np.asarray(predicted, float), np.asarray(true, float)

@@ -25,7 +25,7 @@ from bench.seeds import rng
 from tasks.autointerp.calibration import calibrate, control_features
 from tasks.autointerp.excerpts import Sizes
 from tasks.autointerp.pipeline import Feature, Scored, interpret
-from tasks.autointerp.scoring import balanced_accuracy, bootstrap_interval
+from tasks.autointerp.scoring import balanced_accuracy, bootstrap_interval, finite_or_none
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 
 
@@ -105,7 +105,7 @@ class AutoInterp(Task):
         scored, _ = interpret(features, self._tokens, self._strings, judge, self.sizes, ctx.seed, ctx.progress)
         threshold = self._calibration["threshold"]
         for s in scored:
-            s.examples["detection_balanced_accuracy"] = _nan_to_none(
+            s.examples["detection_balanced_accuracy"] = finite_or_none(
                 balanced_accuracy(np.array(s.yes_probs), np.array(s.labels, bool), threshold))
         metrics = {
             "simulation": self._mean([s.simulation for s in scored], ctx, "correlation of simulated and true "
@@ -137,10 +137,6 @@ class AutoInterp(Task):
 
 def _spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before[k] for k in after}
-
-
-def _nan_to_none(v: float) -> float | None:
-    return None if not np.isfinite(v) else float(v)
 
 
 def _calibration_note(name: str, mode: str, cal: dict[str, Any]) -> str:
