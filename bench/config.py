@@ -54,7 +54,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         task_params={"loss_recovered": dict(n_contexts=8), "toy_superposition": dict(scale="smoke"),
                      "sparse_probing": dict(n_train_contexts=160, n_eval_contexts=32, min_examples=3),
                      "autointerp": dict(n_features=2, n_explain=3, n_score_top=2, n_score_random=2, n_score_sampled=2,
-                                        n_controls=2)},
+                                        n_controls=2),
+                     "ioi_patching": dict(n_prompts=8, greedy_passes=2)},
     ),
     "default": dict(
         train_contexts=2048,  # 262k tokens

@@ -199,6 +199,22 @@ class SubjectModel:
             return self.bridge(tokens, return_type="logits")
         return self.bridge.run_with_hooks(tokens, fwd_hooks=[(hook, lambda act, hook: edit(act))], return_type="logits")
 
+    def hook_gradient(self, tokens: torch.Tensor, hook: str,
+                      objective: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens `[B, T]` -> (logits `[B, T, vocab]`, d objective(logits) / d activation at `hook` `[B, T, d_model]`).
+
+        Only the activation's gradient is computed: the weights' `.grad` stay untouched."""
+        leaf: dict[str, torch.Tensor] = {}
+
+        def capture(act: torch.Tensor, hook) -> torch.Tensor:
+            leaf["x"] = act.detach().requires_grad_(True)
+            return leaf["x"]
+
+        with torch.enable_grad():
+            logits = self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=[(hook, capture)], return_type="logits")
+            (grad,) = torch.autograd.grad(objective(logits), leaf["x"])
+        return logits.detach(), grad.float()
+
 
 def validate_hook(hook: str, n_layers: int) -> int:
     m = HOOK_RE.match(hook)

@@ -265,7 +265,7 @@ class Runner:
                     start = time.perf_counter()
                     progress.update(detail, description=f"  {task_label}: {f.label}", completed=0, total=None)
                     method_ctx = replace(task_ctx, refit=self.refitter(f.method)) if task.refits else task_ctx
-                    with torch.inference_mode(not task.refits):
+                    with torch.inference_mode(not (task.refits or task.needs_grad)):
                         output = task.evaluate(f.dictionary, method_ctx)
                     record = self.record(f, task_label, task, output, store, spec, time.perf_counter() - start)
                     write_result(path, record)

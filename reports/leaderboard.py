@@ -25,6 +25,8 @@ PRIMARY = {
     ("sparse_probing", "dense_auroc"): "dense probe",
     ("autointerp", "simulation"): "autointerp sim.",
     ("autointerp", "detection_auroc"): "autointerp detect",
+    ("ioi_patching", "k50"): "IOI k50",
+    ("ioi_patching", "kl_auc"): "IOI KL AUC",
 }
 
 
@@ -126,6 +128,8 @@ def _base(label: str) -> str:
 def fmt(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if abs(value) >= 1 and value == int(value):  # counts (k, L0 of a dense basis)
+        return str(int(value))
     if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
         return f"{value:.2e}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"

@@ -83,6 +83,7 @@ class Task(abc.ABC):
     needs_model: ClassVar[bool] = False
     needs_judge: ClassVar[bool] = False  # uses the run's LLM judge (ctx.judge); its identity joins the resume key
     refits: ClassVar[bool] = False  # asks the method to fit again on other data, through ctx.refit
+    needs_grad: ClassVar[bool] = False  # differentiates through the dictionary in `evaluate` (no inference mode)
     topk_rows: ClassVar[bool] = True  # also score the top-k (matched-sparsity) variants of dense methods
 
     def prepare(self, ctx: TaskContext) -> None:  # noqa: B027 - optional hook

@@ -8,17 +8,10 @@ import methods
 from bench.contract import check_method
 from bench.errors import BenchError
 from methods.saelens_format import to_saelens
-
-# Small settings so the contract runs in seconds; methods not listed run with their defaults.
-SAE = {"epochs": 1.0, "batch_size": 256, "dict_ratio": 1.0}
-FAST = {
-    **{name: SAE for name, cls in methods.REGISTRY.items() if name.startswith("sae-")},
-    "ica": {"max_iter": 20, "max_tokens": 1000},
-    "random": {"dict_ratio": 1.5},
-}
+from tests.fast_methods import FAST, IN_ALL
 
 
-@pytest.mark.parametrize("name", [n for n, cls in methods.REGISTRY.items() if cls.in_all])
+@pytest.mark.parametrize("name", IN_ALL)
 def test_contract(name, store):
     check_method(name, store.train, store.eval.kept_activations(), FAST.get(name))
 
