@@ -55,7 +55,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                      "sparse_probing": dict(n_train_contexts=160, n_eval_contexts=32, min_examples=3),
                      "autointerp": dict(n_features=2, n_explain=3, n_score_top=2, n_score_random=2, n_score_sampled=2,
                                         n_controls=2),
-                     "ioi_patching": dict(n_prompts=8, greedy_passes=2)},
+                     "ioi_patching": dict(n_prompts=8, greedy_passes=2),
+                     "concept_erasure": dict(ks=(4,), n_train=16, n_test=8, n_genre_train=8, n_genre_test=4,
+                                             n_damage_contexts=1)},
     ),
     "default": dict(
         train_contexts=2048,  # 262k tokens

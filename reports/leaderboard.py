@@ -27,6 +27,9 @@ PRIMARY = {
     ("autointerp", "detection_auroc"): "autointerp detect",
     ("ioi_patching", "k50"): "IOI k50",
     ("ioi_patching", "kl_auc"): "IOI KL AUC",
+    ("concept_erasure", "behaviour_erasure"): "erase behaviour",
+    ("concept_erasure", "erasure"): "erase probe",
+    ("concept_erasure", "damage_kl"): "erase damage KL",
 }
 
 

@@ -7,6 +7,7 @@ from bench.plugins import BUILTIN, load_plugins
 from bench.specs import build
 from tasks.autointerp import AutoInterp
 from tasks.base import Metric, Task, TaskContext, TaskOutput
+from tasks.concept_erasure import ConceptErasure
 from tasks.ioi import IOIPatching
 from tasks.loss_recovered import LossRecovered
 from tasks.reconstruction import Reconstruction
@@ -14,7 +15,7 @@ from tasks.sparse_probing import SparseProbing
 from tasks.toy_superposition import ToySuperposition
 
 REGISTRY: dict[str, type[Task]] = {cls.name: cls for cls in (Reconstruction, LossRecovered, ToySuperposition, SparseProbing,
-                                                         AutoInterp, IOIPatching)}
+                                                         AutoInterp, IOIPatching, ConceptErasure)}
 ORIGINS: dict[str, str] = dict.fromkeys(REGISTRY, BUILTIN)  # name -> package that provides it
 load_plugins("decompbench.tasks", Task, REGISTRY, ORIGINS)
 

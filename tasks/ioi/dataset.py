@@ -14,12 +14,12 @@ checked on the tokenizer at hand, never assumed. Every prompt records where A, S
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
 from bench.errors import BenchError
+from tasks.prompts import Tokenize, pad_right, real_positions, single_tokens
 
 # [A] is the indirect object, [B] the subject; ABBA as written, BABA swaps the first two names.
 TEMPLATES = (
@@ -40,9 +40,6 @@ PLACES = ("store", "park", "school", "office", "beach", "garden", "station", "ho
           "market", "house", "church", "museum", "hotel", "farm")
 OBJECTS = ("drink", "book", "ring", "letter", "gift", "cake", "ball", "key", "bag", "flower", "card", "hat",
            "computer", "snack", "necklace", "coin")
-
-Tokenize = Callable[[str], list[int]]
-
 
 @dataclass(frozen=True)
 class IOIDataset:
@@ -71,17 +68,7 @@ class IOIDataset:
 
     def real(self) -> torch.Tensor:
         """bool `[N, T]`: True on real tokens, False on padding."""
-        return torch.arange(self.clean.shape[1])[None, :] < self.length[:, None]
-
-
-def single_tokens(words: tuple[str, ...], tokenize: Tokenize) -> dict[str, int]:
-    """The words that are one token after a space, with that token's id (ids distinct)."""
-    out: dict[str, int] = {}
-    for w in words:
-        ids = tokenize(" " + w)
-        if len(ids) == 1 and ids[0] not in out.values():
-            out[w] = ids[0]
-    return out
+        return real_positions(self.length, self.clean.shape[1])
 
 
 def fill(template: str, order: str, a: str, b: str, place: str, obj: str) -> str:
@@ -120,11 +107,11 @@ def make_dataset(n_prompts: int, tokenize: Tokenize, seed: int, bos: int | None 
         row = _align(text, fill(templates[t], order, c, b, place, obj), names[a], names[b], names[c], tokenize, bos)
         if row is not None:
             rows.append(dict(row, order=order, template=t, text=text, io=names[a], s=names[b], c=names[c]))
-    width = max(len(r["clean"]) for r in rows)
-    padded = lambda key: torch.tensor([r[key] + [pad] * (width - len(r[key])) for r in rows])  # noqa: E731
+    clean, length = pad_right([r["clean"] for r in rows], pad)
+    counterfactual, _ = pad_right([r["counterfactual"] for r in rows], pad)
     col = lambda key: torch.tensor([r[key] for r in rows])  # noqa: E731
     return IOIDataset(
-        clean=padded("clean"), counterfactual=padded("counterfactual"), length=torch.tensor([len(r["clean"]) for r in rows]),
+        clean=clean, counterfactual=counterfactual, length=length,
         io=col("io"), s=col("s"), c=col("c"), pos_io=col("pos_io"), pos_s1=col("pos_s1"), pos_s2=col("pos_s2"),
         order=tuple(r["order"] for r in rows), template=tuple(r["template"] for r in rows),
         texts=tuple(r["text"] for r in rows), names=tuple(name_list),

@@ -31,6 +31,7 @@ from bench.seeds import stream
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.ioi.dataset import make_dataset
 from tasks.ioi.patching import Curves, Patcher, Point, edit_norm, kl_auc, smallest_k
+from tasks.prompts import special_ids
 
 
 @dataclass
@@ -50,9 +51,7 @@ class IOIPatching(Task):
 
     def prepare(self, ctx: TaskContext) -> None:
         model, store = ctx.model, ctx.store
-        tok = model.tokenizer
-        bos = tok.bos_token_id if model.entry.prepend_bos else None
-        pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
+        bos, pad = special_ids(model)
         ds = make_dataset(self.n_prompts, model.tokenize, stream(ctx.seed, "ioi_patching"), bos=bos, pad=pad)
         self.ds = ds
         rows = torch.arange(len(ds))
