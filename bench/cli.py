@@ -169,6 +169,11 @@ def cmd_list(_: argparse.Namespace) -> int:
         console.print(f"  {name:22s} {j.description}")
     console.print("[bold]presets[/]")
     console.print("  " + ", ".join(PRESETS))
+    from bench.models import CONTROLS
+
+    console.print("[bold]controls[/] (--control: the same run on a control model too, and the difference)")
+    for name, what in CONTROLS.items():
+        console.print(f"  {name:22s} {what}")
     return 0
 
 

@@ -260,12 +260,14 @@ class Runner:
         k = None
         with _progress(self.console) as progress:
             for side in sides:
-                # a control gets a fresh copy of every method and task: nothing fitted or prepared carries over
-                fresh = (built, task_list) if side.control is None else (self.build_methods(), self.build_tasks())
-                side_methods, side_tasks = self.side_work(side, *fresh)
-                side_records, k = self.run_side(side, docs, side_methods, side_tasks, progress, k)
+                # A control gets fresh methods and tasks: nothing fitted or prepared carries over. A finished side's
+                # model and prepared tasks (loss_recovered's clean logits) are let go: one side in memory at a time.
+                work = (built, task_list) if side.control is None else (self.build_methods(), self.build_tasks())
+                built, task_list = [], []
+                side_records, k = self.run_side(side, docs, *self.side_work(side, *work), progress, k)
                 records.extend(side_records)
-                self._models.pop(side.control, None)  # one subject model in memory at a time
+                del work
+                self._models.pop(side.control, None)
 
         self.publish(records, [m for m in method_registry.REGISTRY])
         if self._judge is not None:

@@ -100,11 +100,11 @@ def _notes(name: str, trained: Leaderboard, control: Leaderboard, trained_record
            control_records: list[dict[str, Any]]) -> list[str]:
     notes = [f"trained − control: the score the method owes to training (positive is better for ↑ metrics, "
              f"negative for ↓); the control `{name}` has the same architecture and tokenizer with re-initialised weights"]
-    ce = [next((r["details"]["ce_clean"] for r in recs if r.get("task_name", r["task"]) == "loss_recovered"
-                and "ce_clean" in r.get("details", {})), None) for recs in (trained_records, control_records)]
-    if None not in ce:
-        notes.append(f"clean next-token cross-entropy on loss_recovered's eval contexts: trained {ce[0]:.2f}, "
-                     f"control {ce[1]:.2f} nats")
+    trained_loss, control_loss = (next((r["details"] for r in recs if r.get("task_name", r["task"]) == "loss_recovered"
+                                        and "ce_clean" in r.get("details", {})), None)
+                                  for recs in (trained_records, control_records))
+    if trained_loss and control_loss:
+        notes.extend(_loss_notes(trained_loss, control_loss))
     skipped = sorted({c.task for c in trained.columns} - {c.task for c in control.columns})
     if skipped:
         notes.append(f"not run on the control: {', '.join(skipped)} (never reads the model, or was not asked for)")
@@ -112,6 +112,23 @@ def _notes(name: str, trained: Leaderboard, control: Leaderboard, trained_record
     if unpaired:
         notes.append(f"no control for {', '.join(unpaired)} (not fitted on the activations: nothing to refit)")
     notes.extend(f"control: {n}" for n in control.notes if n not in trained.notes)
+    return notes
+
+
+# Below this gap between zero-ablated and clean loss, loss recovered (a ratio over the gap) is noise.
+MIN_LOSS_GAP = 0.5  # nats
+
+
+def _loss_notes(trained: dict[str, Any], control: dict[str, Any]) -> list[str]:
+    """The scales loss_recovered's numbers are relative to, on both sides; a warning where one is degenerate."""
+    gap = [d["ce_zero"] - d["ce_clean"] for d in (trained, control)]
+    notes = [f"loss_recovered's scale on its eval contexts: clean cross-entropy trained {trained['ce_clean']:.2f}, "
+             f"control {control['ce_clean']:.2f} nats; zero ablation adds {gap[0]:+.2f} and {gap[1]:+.2f} nats"
+             + (f", KL {trained['kl_zero']:.2f} and {control['kl_zero']:.2f} nats" if "kl_zero" in control else "")]
+    if gap[1] < MIN_LOSS_GAP:
+        notes.append(f"the control's loss barely depends on the hook (zero ablation {gap[1]:+.2f} nats): its loss "
+                     "recovered is a ratio of near-zero differences, and its KL is small whatever the edit; compare "
+                     "each KL with that side's zero-ablation KL, not the two KLs with each other")
     return notes
 
 
