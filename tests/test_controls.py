@@ -141,10 +141,10 @@ def test_control_table_pairs_records():
 
 def test_run_with_control_writes_both_sides_and_the_comparison(tmp_path):
     out = tmp_path / "run"
-    # layer 3, one epoch and a 4k-token PCA keep both harvests and fits short; the pipeline is the same at any size
-    run = bench("run", "--preset", "smoke", "--control", "random-init", "--methods",
-                "pca[max_tokens=4000],sae-relu[epochs=1]",
-                "--tasks", "reconstruction", "--layer", "3", "--out", str(out))
+    # layer 3, half an epoch and a 4k-token PCA keep both harvests and fits short; the pipeline is the same at any size
+    args = ("run", "--preset", "smoke", "--control", "random-init", "--methods", "pca[max_tokens=4000],sae-relu[epochs=0.5]",
+            "--tasks", "reconstruction", "--layer", "3", "--out", str(out))
+    run = bench(*args)
     assert run.returncode == 0, run.stderr[-3000:]
     trained = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
     control = [json.loads(p.read_text()) for p in (out / "controls" / "random-init" / "results").glob("*.json")]
@@ -164,3 +164,10 @@ def test_run_with_control_writes_both_sides_and_the_comparison(tmp_path):
     assert fvu["difference"] == pytest.approx(fvu["trained"] - fvu["control"])
     assert "trained vs `random-init`" in (out / "leaderboard.md").read_text()
     assert "trained vs control (random-init)" in run.stdout and "trained − control" in run.stdout
+
+    # the same command again resumes both sides: nothing is refitted or recomputed
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if "results" in p.parts}
+    again = bench(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if "results" in p.parts}
+    assert again.stdout == run.stdout
