@@ -33,6 +33,8 @@ def _add_run_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--matched-k", type=int, default=None, help="k for top-k rows (default: the SAE's L0)")
     cmd.add_argument("--threads", type=int, default=None, help="torch CPU threads (results are bit-reproducible "
                      "for a fixed seed and thread count)")
+    cmd.add_argument("--control", default=None, help="also run a control model and compare: random-init or "
+                     "random-init-keep-embeddings (docs/controls.md)")
     judge = cmd.add_argument_group("LLM judge (task autointerp)")
     judge.add_argument("--judge", default=None,
                        help="offline judge run in-process by llama.cpp: qwen2.5-coder-1.5b (default; the smoke preset "
@@ -115,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = make_config(
         args.preset, model=args.model, layer=args.layer, hook_point=args.hook_point, methods=(args.methods,),
         tasks=(args.tasks,), device=args.device, seed=args.seed, text=args.text, matched_k=args.matched_k,
-        judge=judge_config(args, args.preset),
+        judge=judge_config(args, args.preset), control=args.control,
     )
     if args.layer is not None and args.layer < 0:
         raise BenchError(f"layer {args.layer} is out of range: use a block index >= 0 (--layer)")
@@ -167,6 +169,11 @@ def cmd_list(_: argparse.Namespace) -> int:
         console.print(f"  {name:22s} {j.description}")
     console.print("[bold]presets[/]")
     console.print("  " + ", ".join(PRESETS))
+    from bench.models import CONTROLS
+
+    console.print("[bold]controls[/] (--control: the same run on a control model too, and the difference)")
+    for name, what in CONTROLS.items():
+        console.print(f"  {name:22s} {what}")
     return 0
 
 

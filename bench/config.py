@@ -30,6 +30,7 @@ class RunConfig:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method name or pattern (sae-*)
     task_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task name
     judge: JudgeConfig = field(default_factory=JudgeConfig)  # the LLM judge of autointerp
+    control: str | None = None  # also run a control model beside the trained one (bench.models.CONTROLS)
 
     def hook(self, default_layer: int) -> str:
         layer = default_layer if self.layer is None else self.layer

@@ -8,6 +8,10 @@ Built-ins:
 
 GGUF weights are dequantised to fp32 once and saved as safetensors under `<cache>/models/<name>/`, so later
 loads take seconds instead of half a minute. Nothing is downloaded at run time.
+
+Controls (`CONTROLS`, `--control`): the same architecture and tokenizer with re-initialised weights (Heap et al.
+2025, arXiv 2501.17727), drawn by the model's own transformers init scheme from the run seed. A control is part
+of the model's identity: its fingerprint, hence every activation store and result made from it, names it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.paths import cache_dir
+from bench.seeds import stream
 
 HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post|attn_out|mlp_out)$")
 HOOK_POINTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
@@ -93,18 +98,38 @@ def resolve_model(name_or_path: str) -> ModelEntry:
     )
 
 
-def model_fingerprint(entry: ModelEntry) -> str:
-    """Identifies the weights without loading them (part of every activation-store key)."""
+# Controls: what the score of a decomposition owes to training rather than to the architecture and the data.
+CONTROLS: dict[str, str] = {
+    "random-init": "every weight re-initialised by the model's own init scheme (seeded from the run seed)",
+    "random-init-keep-embeddings": "as random-init, but the trained token embeddings (and the unembedding, if tied) "
+                                   "are kept",
+}
+
+
+def check_control(control: str | None) -> str | None:
+    """`control` if it names a control (or is None); else a one-line error naming the choices."""
+    if control is not None and control not in CONTROLS:
+        raise BenchError(f"unknown control {control!r}; choose from {', '.join(CONTROLS)} (or leave out --control)")
+    return control
+
+
+def model_fingerprint(entry: ModelEntry, control: str | None = None, seed: int = 0) -> str:
+    """Identifies the weights without loading them (part of every activation-store key). A control's weights are
+    a function of the trained model's, its name, the seed and transformers' init code: all four are in it."""
     if entry.locate_gguf is not None:
         path = entry.locate_gguf()
         if not path.exists():
             raise BenchError(f"model file {path} is missing: reinstall the model's package (`pip install -e .`)")
-        return f"{entry.name}:{path.name}:{path.stat().st_size}"
-    local = _hub_local_dir(entry)
-    h = hashlib.sha256((local / "config.json").read_bytes())
-    for f in sorted(local.glob("*.safetensors")) + sorted(local.glob("*.bin")):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return f"{entry.name}:{h.hexdigest()[:16]}"
+        base = f"{entry.name}:{path.name}:{path.stat().st_size}"
+    else:
+        local = _hub_local_dir(entry)
+        h = hashlib.sha256((local / "config.json").read_bytes())
+        for f in sorted(local.glob("*.safetensors")) + sorted(local.glob("*.bin")):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+        base = f"{entry.name}:{h.hexdigest()[:16]}"
+    if check_control(control) is None:
+        return base
+    return f"{base}+{control}:seed={seed}:transformers={_transformers_version()}"
 
 
 def _hub_local_dir(entry: ModelEntry) -> Path:
@@ -158,6 +183,55 @@ def _load_hf(entry: ModelEntry):
         raise BenchError(f"converted model in {target} is corrupt ({type(e).__name__}); delete that directory") from None
 
 
+def _sample(t: torch.Tensor) -> torch.Tensor:
+    """Up to 1,024 evenly strided entries of `t`: enough to tell a re-drawn tensor from the old one."""
+    flat = t.detach().reshape(-1)
+    return flat[:: max(1, flat.numel() // 1024)][:1024].clone()
+
+
+def reinitialise(hf, control: str, seed: int) -> dict[str, list[str]]:
+    """Re-draw the weights of a loaded transformers model in place, by its own `_init_weights` scheme, for
+    `control`. The draw uses the global torch generator (transformers' init functions take no generator) inside
+    `fork_rng`, seeded from `stream(seed, "control")`: the caller's random state is left as it was.
+
+    Returns which parameters were re-drawn, reset to a constant and kept. Raises if a tensor the scheme draws at
+    random came out unchanged (transformers skips tensors flagged `_is_hf_initialized`, which from_pretrained
+    sets on every loaded weight: left alone, `init_weights()` would silently change nothing)."""
+    check_control(control)
+    keep: dict[str, torch.Tensor] = {}
+    if control == "random-init-keep-embeddings":
+        keep = {n: p for n, p in hf.named_parameters() if p is hf.get_input_embeddings().weight}
+        saved = {n: p.detach().clone() for n, p in keep.items()}
+    before = {n: _sample(p) for n, p in hf.named_parameters()}
+    for obj in [*hf.modules(), *hf.parameters(), *hf.buffers()]:
+        if getattr(obj, "_is_hf_initialized", False):
+            obj._is_hf_initialized = False
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(stream(seed, "control"))
+        hf.init_weights()  # `_init_weights` on every module, then the tying of the embeddings
+        for n, p in keep.items():
+            p.copy_(saved[n])
+    report: dict[str, list[str]] = {"redrawn": [], "constant": [], "kept": list(keep)}
+    for name, p in hf.named_parameters():  # tied weights appear once
+        if name in keep:
+            continue
+        now = _sample(p)
+        if bool((now == now.flatten()[0]).all()):
+            report["constant"].append(name)  # a norm's ones, a bias's zeros: the scheme's value, changed or not
+        elif torch.equal(now, before[name]):
+            raise BenchError(f"control {control}: the init scheme left {name} unchanged (transformers "
+                             f"{_transformers_version()}); this control cannot be trusted with this version")
+        else:
+            report["redrawn"].append(name)
+    return report
+
+
+def _transformers_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("transformers")
+
+
 @dataclass
 class SubjectModel:
     """A loaded subject model and what the pipeline needs from it."""
@@ -169,6 +243,8 @@ class SubjectModel:
     d_model: int
     device: str
     special_ids: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    control: str | None = None  # None: the trained weights; else a name in CONTROLS
+    init_report: dict[str, list[str]] = field(default_factory=dict)  # what a control re-initialised
 
     @property
     def name(self) -> str:
@@ -226,12 +302,15 @@ def validate_hook(hook: str, n_layers: int) -> int:
     return layer
 
 
-def load_model(name_or_path: str, device: str = "cpu") -> SubjectModel:
-    """Load a subject model offline and wrap it in a TransformerBridge."""
+def load_model(name_or_path: str, device: str = "cpu", control: str | None = None, seed: int = 0) -> SubjectModel:
+    """Load a subject model offline and wrap it in a TransformerBridge; with `control`, its weights are first
+    re-initialised (see `reinitialise`), seeded from `seed`."""
     entry = resolve_model(name_or_path)
+    check_control(control)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
     hf, tok = _load_hf(entry)
+    report = reinitialise(hf, control, seed) if control is not None else {}
     if entry.architecture:
         hf.config.architectures = [entry.architecture]
     from transformer_lens.model_bridge import TransformerBridge
@@ -240,4 +319,4 @@ def load_model(name_or_path: str, device: str = "cpu") -> SubjectModel:
     bridge.eval()
     special = sorted(set(tok.all_special_ids))
     return SubjectModel(entry, bridge, tok, bridge.cfg.n_layers, bridge.cfg.d_model, device,
-                        torch.tensor(special, dtype=torch.long))
+                        torch.tensor(special, dtype=torch.long), control, report)

@@ -85,6 +85,7 @@ class Task(abc.ABC):
     refits: ClassVar[bool] = False  # asks the method to fit again on other data, through ctx.refit
     needs_grad: ClassVar[bool] = False  # differentiates through the dictionary in `evaluate` (no inference mode)
     topk_rows: ClassVar[bool] = True  # also score the top-k (matched-sparsity) variants of dense methods
+    depends_on_model: ClassVar[bool] = True  # False: never reads the model or its activations (a control skips it)
 
     def prepare(self, ctx: TaskContext) -> None:  # noqa: B027 - optional hook
         """Dictionary-independent work, done once per run before `evaluate` is called."""

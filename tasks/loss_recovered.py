@@ -47,8 +47,8 @@ class LossRecovered(Task):
         self._n = sum(tb[:, 1:].numel() for tb in self._batches)
         self.ce_clean = ce / self._n
         mean = ctx.store.train.kept_activations(min(ctx.store.train.n_kept, 100_000), seed=ctx.seed).mean(0)
-        self.ce_zero = self._run(ctx, lambda x: torch.zeros_like(x))[0]
-        self.ce_mean = self._run(ctx, lambda x: mean.to(x).expand_as(x))[0]
+        self.ce_zero, self.kl_zero = self._run(ctx, lambda x: torch.zeros_like(x))
+        self.ce_mean, self.kl_mean = self._run(ctx, lambda x: mean.to(x).expand_as(x))
 
     def _run(self, ctx: TaskContext, replace: Replace) -> tuple[float, float]:
         """Mean CE and mean KL(clean || edited) with `replace` applied at the kept positions."""
@@ -81,6 +81,7 @@ class LossRecovered(Task):
             "ce_increase": Metric(ce - self.ce_clean, False, description="CE_spliced - CE_clean"),
         }
         details = {"ce_clean": self.ce_clean, "ce_zero": self.ce_zero, "ce_mean": self.ce_mean,
+                   "kl_zero": self.kl_zero, "kl_mean": self.kl_mean,  # the scale of KL: an edit that erases the hook
                    "n_predictions": self._n, "n_contexts": sum(len(b) for b in self._batches)}
         return TaskOutput(metrics, details)
 

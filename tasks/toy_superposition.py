@@ -109,6 +109,7 @@ class ToySuperposition(Task):
     description = "fit each method on synthetic data with planted features; MMCS and fraction recovered"
     refits = True
     topk_rows = False  # the method is refitted on synthetic data: a real-data top-k variant has no meaning there
+    depends_on_model = False  # synthetic data only: a control model (--control) would score exactly the same
 
     def prepare(self, ctx: TaskContext) -> None:
         if self.scale not in SCALES:
