@@ -105,9 +105,12 @@ def _notes(name: str, trained: Leaderboard, control: Leaderboard, trained_record
                                   for recs in (trained_records, control_records))
     if trained_loss and control_loss:
         notes.extend(_loss_notes(trained_loss, control_loss))
-    skipped = sorted({c.task for c in trained.columns} - {c.task for c in control.columns})
-    if skipped:
+    missing = {c.task for c in trained.columns} - {c.task for c in control.columns}
+    ran = {r.get("task_name", r["task"]) for r in control_records}
+    if skipped := sorted(t for t in missing if t not in ran):
         notes.append(f"not run on the control: {', '.join(skipped)} (never reads the model, or was not asked for)")
+    if empty := sorted(t for t in missing if t in ran):  # e.g. ioi_patching when the control does not do the task
+        notes.append(f"no metrics on the control: {', '.join(empty)} (see the control's notes below)")
     unpaired = sorted({r.method for r in trained.rows} - {r.method for r in control.rows})
     if unpaired:
         notes.append(f"no control for {', '.join(unpaired)} (not fitted on the activations: nothing to refit)")
