@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import methods as method_registry
@@ -226,7 +227,7 @@ class Runner:
                 groups.setdefault(key, []).append((label, method))
         for members in groups.values():
             labels = [label for label, _ in members]
-            bar = progress.add_task(f"{side.prefix}fit " + ", ".join(labels), total=None)
+            bar = progress.add_task(f"{side.prefix}fit " + escape(", ".join(labels)), total=None)
             report = lambda d, t, bar=bar: progress.update(bar, completed=d, total=t)  # noqa: E731
             torch.manual_seed(self.cfg.seed)
             start = time.perf_counter()
@@ -320,16 +321,16 @@ class Runner:
             records.extend(r for *_, r in done)
             if not todo:
                 continue
-            bar = progress.add_task(f"{side.prefix}task {task_label}", total=len(todo) + 1)
+            bar = progress.add_task(f"{side.prefix}task {escape(task_label)}", total=len(todo) + 1)
             # Long tasks (autointerp) report their own steps on a second line.
-            detail = progress.add_task(f"  {task_label}: prepare", total=None, visible=False)
+            detail = progress.add_task(f"  {escape(task_label)}: prepare", total=None, visible=False)
             report = lambda d, t, detail=detail: progress.update(detail, completed=d, total=t, visible=True)  # noqa: E731
             task_ctx = replace(ctx, progress=report)
             task.prepare(task_ctx)
             progress.advance(bar)
             for f, path, _ in todo:
                 start = time.perf_counter()
-                progress.update(detail, description=f"  {task_label}: {f.label}", completed=0, total=None)
+                progress.update(detail, description=f"  {escape(task_label)}: {escape(f.label)}", completed=0, total=None)
                 method_ctx = replace(task_ctx, refit=self.refitter(f.method)) if task.refits else task_ctx
                 with torch.inference_mode(not (task.refits or task.needs_grad)):
                     output = task.evaluate(f.dictionary, method_ctx)
