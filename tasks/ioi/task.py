@@ -54,11 +54,10 @@ class IOIPatching(Task):
         bos, pad = special_ids(model)
         ds = make_dataset(self.n_prompts, model.tokenize, stream(ctx.seed, "ioi_patching"), bos=bos, pad=pad)
         self.ds = ds
-        rows = torch.arange(len(ds))
-        self._rows = rows
+        self._rows = torch.arange(len(ds))
 
         clean_logits = self._last(torch.cat([model.logits(b) for b in ds.clean.split(self.batch_size)]))
-        ld_clean = (clean_logits[rows, ds.io] - clean_logits[rows, ds.s]).float()
+        ld_clean = self._ld(clean_logits)
         # The counterfactual run (base) with the gradient of the summed logit difference at the hook.
         cf_logits, grad = [], []
         for b, io, s, last in zip(ds.counterfactual.split(self.batch_size), ds.io.split(self.batch_size),
