@@ -66,7 +66,11 @@ def split_specs(text: str) -> list[str]:
 
 
 def coerce(value: str, default: Any, key: str, owner: str) -> Any:
-    """Parse a spec value to the type of the field's default."""
+    """Parse a spec value to the type of the field's default; a tuple is written with `+` between its items
+    (`ks=1+5`), as commas already separate parameters and sweeps."""
+    if isinstance(default, tuple):
+        like = default[0] if default else ""
+        return tuple(coerce(item.strip(), like, key, owner) for item in value.split("+") if item.strip())
     try:
         if isinstance(default, bool):
             if value.lower() not in {"true", "false", "1", "0"}:
@@ -120,4 +124,5 @@ def canonical_label(obj: Any, defaults: dict[str, Any] | None = None, exclude: s
     diff = {k: getattr(obj, k) for k in base if getattr(obj, k) != base[k]}
     if not diff:
         return obj.name
-    return obj.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) + "]"
+    show = lambda v: "+".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731 - as `coerce` reads it
+    return obj.name + "[" + ",".join(f"{k}={show(v)}" for k, v in sorted(diff.items())) + "]"

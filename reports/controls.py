@@ -127,11 +127,11 @@ def _loss_notes(trained: dict[str, Any], control: dict[str, Any]) -> list[str]:
     gap = [d["ce_zero"] - d["ce_clean"] for d in (trained, control)]
     notes = [f"loss_recovered's scale on its eval contexts: clean cross-entropy trained {trained['ce_clean']:.2f}, "
              f"control {control['ce_clean']:.2f} nats; zero ablation adds {gap[0]:+.2f} and {gap[1]:+.2f} nats"
-             + (f", KL {trained['kl_zero']:.2f} and {control['kl_zero']:.2f} nats" if "kl_zero" in control else "")]
+             + (f", KL {trained['kl_zero']:.2f} and {control['kl_zero']:.2f} nats" if "kl_zero" in trained and "kl_zero" in control else "")]
     if gap[1] < MIN_LOSS_GAP:
         notes.append(f"the control's loss barely depends on the hook (zero ablation {gap[1]:+.2f} nats): its loss "
                      "recovered is a ratio of near-zero differences, and its KL is small whatever the edit; compare "
-                     "each KL with that side's zero-ablation KL, not the two KLs with each other")
+                     "kl_share (each KL over that side's zero-ablation KL), not the two KLs with each other")
     return notes
 
 

@@ -77,6 +77,9 @@ class LossRecovered(Task):
             "loss_recovered_mean": Metric(_recovered(self.ce_mean, ce, self.ce_clean), True,
                                           description="(CE_mean - CE_spliced) / (CE_mean - CE_clean)"),
             "kl": Metric(kl, False, description="KL(clean || spliced) next-token, nats per position"),
+            # Scale-free, so it compares models whose zero-ablation gap differs (a random-init control's is tiny).
+            "kl_share": Metric(kl / self.kl_zero if self.kl_zero > 0 else float("nan"), False,
+                               description="KL(clean || spliced) / KL(clean || zero-ablated)"),
             "ce_spliced": Metric(ce, False, description="cross-entropy with the reconstruction spliced in"),
             "ce_increase": Metric(ce - self.ce_clean, False, description="CE_spliced - CE_clean"),
         }

@@ -1,102 +1,185 @@
 """`sparse_probing`: can a few of a method's features tell real concepts apart, and is that better than a dense probe?
 
-Concept: the genre of the document a context comes from (fiction, scripture, quotations, definitions, technical,
-jargon in the shipped corpus), one binary probe per genre (this genre vs the rest). Each context is one example:
-its codes are mean-pooled over its kept tokens. On the train split, the k features with the largest standardised
-difference of class means are chosen (k in `ks`); a logistic-regression probe on them is scored on eval contexts
-by AUROC, averaged over genres. A dense logistic-regression probe on the raw pooled activations (all d_model
-dimensions) is the bar to beat: `dense_auroc`, the same for every method (Kantamneni et al. 2025).
+Concepts, each a set of binary problems with real labels (Kantamneni et al. 2025; SAEBench's sparse probing):
+- `genre`: the document a corpus context comes from (fiction, scripture, quotations, definitions, technical,
+  jargon in the shipped corpus), one problem per genre (this genre vs the rest). An example is a whole context:
+  its codes are mean-pooled over its kept tokens.
+- `pronoun`: "<name> went to the store, and" with a male or a female name (`concept_erasure/concepts.py`); one
+  token per example, the last one, where the model must already know which pronoun comes. Train and test use
+  disjoint names, so the probe must read gender, not the name.
+- `number`: "The <noun> in the garden", singular or plural noun, last token (disjoint nouns between splits).
+- `repeated_name`: IOI prompts whose second-clause subject either repeats a name said before (the IOI subject,
+  S2) or is a new one, at the same position in the same template (`ioi/dataset.py`); one token, that name.
+  The repetition is what the IOI circuit's duplicate-token heads detect.
+
+For each problem the k features with the largest standardised difference of class means on the train split are
+chosen (k in `ks`), a logistic-regression probe on them is fitted on train and scored on test by AUROC and balanced
+accuracy. A dense logistic-regression probe on the raw activations (all d_model dimensions, same examples) is the
+bar to beat: the same for every method. Metrics per concept (`<concept>_auroc_k<k>`, `<concept>_dense_auroc`),
+and means over concepts (`auroc_k<k>`, `accuracy_k<k>`, `dense_auroc`, `dense_accuracy`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.preprocessing import StandardScaler
 
 from bench.dictionary import Dictionary
 from bench.errors import BenchError
+from bench.seeds import stream
 from tasks.base import Metric, Task, TaskContext, TaskOutput
+from tasks.concept_erasure.concepts import number_concept, pronoun_concept
+from tasks.ioi.dataset import repeated_names
+from tasks.probing import probe, top_features
+from tasks.prompts import special_ids
+
+TOKEN_CONCEPTS = ("pronoun", "number", "repeated_name")
 
 
-def _pooled_contexts(split, n: int) -> tuple[list[torch.Tensor], np.ndarray]:
-    """Kept activations of `n` contexts spread evenly over the split, and each context's genre."""
+@dataclass
+class ProbeSet:
+    """One concept's examples on both splits. An example is a `[t, d]` block of token activations (t = 1 for a
+    token-level label, a context's kept tokens for genre) whose codes are mean-pooled; `problems` maps each binary
+    problem's name to its (train, test) labels."""
+
+    train: list[torch.Tensor]
+    test: list[torch.Tensor]
+    problems: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def _pool(examples: list[torch.Tensor], fn) -> np.ndarray:
+    """Mean over each example's tokens of fn(tokens) -> `[n_examples, width]` float64; one call of fn for all."""
+    sizes = torch.tensor([len(x) for x in examples])
+    values = fn(torch.cat(examples)).double()
+    owner = torch.repeat_interleave(torch.arange(len(examples)), sizes)
+    out = torch.zeros(len(examples), values.shape[1], dtype=torch.float64).index_add_(0, owner, values)
+    return (out / sizes[:, None]).numpy()
+
+
+def _contexts(split, n: int) -> tuple[list[torch.Tensor], np.ndarray]:
+    """Kept activations of `n` contexts spread evenly over a store split, and each context's genre."""
     idx = np.unique(np.linspace(0, split.n_contexts - 1, min(n, split.n_contexts)).round().astype(int))
     keep, doc = split.keep(), split.doc()
     acts = [split.context_activations(i, i + 1)[0][torch.from_numpy(keep[i])] for i in idx]
-    genres = np.array([split.documents[doc[i]][1] for i in idx])
-    return acts, genres
+    return acts, np.array([split.documents[doc[i]][1] for i in idx])
 
 
-def _pool(contexts: list[torch.Tensor], fn) -> np.ndarray:
-    """Mean over each context's tokens of fn(tokens) -> `[n_contexts, width]` float64."""
-    return torch.stack([fn(x).double().mean(0) for x in contexts]).numpy()
+def genre_set(store, n_train: int, n_test: int, min_examples: int) -> ProbeSet | None:
+    """One-vs-rest genre problems for the genres with `min_examples` contexts on each side of both splits."""
+    train, g_train = _contexts(store.train, n_train)
+    test, g_test = _contexts(store.eval, n_test)
+    problems = {str(g): (g_train == g, g_test == g) for g in sorted(set(g_train))}
+    problems = {g: ys for g, ys in problems.items()
+                if min(ys[0].sum(), (~ys[0]).sum(), ys[1].sum(), (~ys[1]).sum()) >= min_examples}
+    return ProbeSet(train, test, problems) if problems else None
 
 
-def _probe_auroc(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, c: float) -> float:
-    scaler = StandardScaler().fit(x_train)
-    probe = LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit(scaler.transform(x_train), y_train)
-    return float(roc_auc_score(y_eval, probe.decision_function(scaler.transform(x_eval))))
+def _token_examples(ctx: TaskContext, tokens: torch.Tensor, position: torch.Tensor,
+                    label: torch.Tensor) -> tuple[list[torch.Tensor], np.ndarray]:
+    """The activation at one position of each prompt `[N, T]`; examples the store's exclusion rule would drop (an
+    attention sink) are left out."""
+    model, store = ctx.model, ctx.store
+    acts = model.activations(tokens, ctx.hook)  # `[N, T, d]`
+    keep = store.exclusion.mask(tokens, acts, model.special_ids, store.reference_norm)
+    rows = torch.arange(len(tokens))
+    kept = keep[rows, position]
+    return [acts[i, position[i]][None].float() for i in rows[kept].tolist()], label[kept].numpy().astype(bool)
 
 
-def top_features(codes: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k features with the largest |mean(pos) - mean(neg)| / pooled std. codes `[n, d_dict]`."""
-    pos, neg = codes[y], codes[~y]
-    spread = np.sqrt(0.5 * (pos.var(0) + neg.var(0))) + 1e-8
-    score = np.abs(pos.mean(0) - neg.mean(0)) / spread
-    return np.argsort(-score, kind="stable")[:k]
+def token_set(ctx: TaskContext, concept: str, n_train: int, n_test: int) -> ProbeSet:
+    """A token-level concept (`TOKEN_CONCEPTS`) built on the subject model's tokenizer, disjoint words per split
+    where the concept has words (pronoun, number) and different random draws otherwise."""
+    model = ctx.model
+    bos, pad = special_ids(model)
+    seed = stream(ctx.seed, f"sparse_probing/{concept}")
+    if concept == "repeated_name":
+        splits = [repeated_names(n, model.tokenize, seed + i, bos, pad) for i, n in enumerate((n_train, n_test))]
+        examples = [_token_examples(ctx, s.tokens, s.position, s.label) for s in splits]
+    else:
+        make = {"pronoun": pronoun_concept, "number": number_concept}[concept]
+        pc = make(n_train, n_test, model.tokenize, seed, bos, pad)
+        examples = [_token_examples(ctx, s.tokens, s.length - 1, s.label) for s in (pc.train, pc.test)]
+    (train, y_train), (test, y_test) = examples
+    return ProbeSet(train, test, {concept: (y_train, y_test)})
 
 
 @dataclass
 class SparseProbing(Task):
     ks: tuple[int, ...] = (1, 2, 5, 20)
-    n_train_contexts: int = 512
+    n_train_contexts: int = 512  # genre
     n_eval_contexts: int = 256
     min_examples: int = 10  # a genre needs this many contexts on each side of each split to be probed
+    n_train_prompts: int = 160  # per token-level concept (half each label)
+    n_test_prompts: int = 80
+    concepts: tuple[str, ...] = ("genre", *TOKEN_CONCEPTS)
     c: float = 1.0  # inverse L2 strength of the logistic regressions
 
     name = "sparse_probing"
-    description = "genre probes on each method's top-k features vs a dense probe on the raw activations"
-    topk_rows = False  # the features are chosen per concept here, so the top-k variants add nothing
+    description = "probes for genre, pronoun, number and repeated names on each method's top-k features vs a dense probe"
+    needs_model = True
+    topk_rows = False  # the features are chosen per problem here, so the top-k variants add nothing
 
     def prepare(self, ctx: TaskContext) -> None:
-        self._train, self._y_train = _pooled_contexts(ctx.store.train, self.n_train_contexts)
-        self._eval, self._y_eval = _pooled_contexts(ctx.store.eval, self.n_eval_contexts)
-        self._genres = [
-            g for g in sorted(set(self._y_train))
-            if min((self._y_train == g).sum(), (self._y_train != g).sum(),
-                   (self._y_eval == g).sum(), (self._y_eval != g).sum()) >= self.min_examples
-        ]
-        if not self._genres:
-            raise BenchError("sparse_probing: no genre has enough contexts in both splits; use a labelled corpus "
-                             "(the shipped one, or --text with a 'genre' field) and more eval contexts")
-        raw_train, raw_eval = _pool(self._train, lambda x: x), _pool(self._eval, lambda x: x)
-        self._dense = {g: _probe_auroc(raw_train, self._y_train == g, raw_eval, self._y_eval == g, self.c)
-                       for g in self._genres}
+        unknown = set(self.concepts) - {"genre", *TOKEN_CONCEPTS}
+        if unknown:
+            raise BenchError(f"sparse_probing: unknown concept(s) {sorted(unknown)}; choose from genre, "
+                             f"{', '.join(TOKEN_CONCEPTS)}")
+        self._sets: dict[str, ProbeSet] = {}
+        for concept in self.concepts:
+            if concept == "genre":
+                found = genre_set(ctx.store, self.n_train_contexts, self.n_eval_contexts, self.min_examples)
+                if found is not None:  # a corpus without genres (--text) leaves the concept out
+                    self._sets[concept] = found
+            else:
+                self._sets[concept] = token_set(ctx, concept, self.n_train_prompts, self.n_test_prompts)
+        if not self._sets:
+            raise BenchError("sparse_probing: no concept has enough labelled examples; keep a token-level concept in "
+                             "`concepts` or use a labelled corpus (the shipped one, or --text with a 'genre' field)")
+        self._dense = {}
+        for concept, ps in self._sets.items():
+            raw_train, raw_test = _pool(ps.train, lambda x: x), _pool(ps.test, lambda x: x)
+            self._dense[concept] = {p: probe(raw_train, ys[0], raw_test, ys[1], self.c) for p, ys in ps.problems.items()}
 
     def evaluate(self, dictionary: Dictionary, ctx: TaskContext) -> TaskOutput:
         dictionary = dictionary.to(ctx.device)
-        codes_train = _pool(self._train, lambda x: dictionary.encode(x.to(ctx.device)).cpu())
-        codes_eval = _pool(self._eval, lambda x: dictionary.encode(x.to(ctx.device)).cpu())
-        per_genre: dict[str, dict[str, float]] = {}
-        for g in self._genres:
-            y_train, y_eval = self._y_train == g, self._y_eval == g
-            per_genre[g] = {"dense": self._dense[g]}
-            for k in self.ks:
-                chosen = top_features(codes_train, y_train, k)
-                per_genre[g][f"k{k}"] = _probe_auroc(codes_train[:, chosen], y_train, codes_eval[:, chosen],
-                                                     y_eval, self.c)
-        metrics = {
-            f"auroc_k{k}": Metric(float(np.mean([r[f"k{k}"] for r in per_genre.values()])), True,
-                                  description=f"genre-probe AUROC on the top {k} features, mean over genres")
-            for k in self.ks
-        }
-        metrics["dense_auroc"] = Metric(float(np.mean(list(self._dense.values()))), True,
+        encode = lambda x: dictionary.encode(x.to(ctx.device)).cpu()  # noqa: E731
+        per_problem: dict[str, dict[str, dict[str, float]]] = {}
+        summary: dict[str, dict[str, tuple[float, float]]] = {}  # concept -> "k5"/"dense" -> (auroc, accuracy)
+        for concept, ps in self._sets.items():
+            codes_train, codes_test = _pool(ps.train, encode), _pool(ps.test, encode)
+            rows = {}
+            for problem, (y_train, y_test) in ps.problems.items():
+                row = {"dense": self._dense[concept][problem]}
+                for k in self.ks:
+                    chosen = top_features(codes_train, y_train, k)
+                    row[f"k{k}"] = probe(codes_train[:, chosen], y_train, codes_test[:, chosen], y_test, self.c)
+                rows[problem] = row
+            summary[concept] = {key: tuple(np.mean([r[key] for r in rows.values()], axis=0))
+                                for key in ["dense", *(f"k{k}" for k in self.ks)]}
+            per_problem[concept] = {p: {key: {"auroc": v[0], "accuracy": v[1]} for key, v in r.items()}
+                                    for p, r in rows.items()}
+
+        def mean_over_concepts(key: str, i: int) -> float:
+            return float(np.mean([s[key][i] for s in summary.values()]))
+
+        metrics: dict[str, Metric] = {}
+        for k in self.ks:
+            metrics[f"auroc_k{k}"] = Metric(mean_over_concepts(f"k{k}", 0), True,
+                                            description=f"probe AUROC on the top {k} features, mean over concepts")
+            metrics[f"accuracy_k{k}"] = Metric(mean_over_concepts(f"k{k}", 1), True, description=(
+                f"probe balanced accuracy on the top {k} features, mean over concepts"))
+        metrics["dense_auroc"] = Metric(mean_over_concepts("dense", 0), True,
                                         description="dense probe on the raw activations: the bar to beat")
-        details = {"genres": self._genres, "per_genre": per_genre, "n_train_contexts": len(self._train),
-                   "n_eval_contexts": len(self._eval)}
+        metrics["dense_accuracy"] = Metric(mean_over_concepts("dense", 1), True,
+                                           description="dense probe's balanced accuracy")
+        for concept, s in summary.items():
+            for k in self.ks:
+                metrics[f"{concept}_auroc_k{k}"] = Metric(float(s[f"k{k}"][0]), True,
+                                                          description=f"{concept} probe AUROC, top {k} features")
+            metrics[f"{concept}_dense_auroc"] = Metric(float(s["dense"][0]), True,
+                                                       description=f"{concept} dense probe AUROC")
+        details = {"concepts": list(self._sets), "per_problem": per_problem,
+                   "n_examples": {c: [len(ps.train), len(ps.test)] for c, ps in self._sets.items()}}
         return TaskOutput(metrics, details)

@@ -31,6 +31,7 @@ def test_clean_splice_recovers_everything(prepared):
     assert out.metrics["loss_recovered"].value == pytest.approx(1.0, abs=1e-6)
     assert out.metrics["loss_recovered_mean"].value == pytest.approx(1.0, abs=1e-6)
     assert out.metrics["kl"].value == pytest.approx(0.0, abs=1e-6)
+    assert out.metrics["kl_share"].value == pytest.approx(0.0, abs=1e-6)
 
 
 def test_zero_splice_recovers_nothing(prepared):
@@ -39,6 +40,7 @@ def test_zero_splice_recovers_nothing(prepared):
     out = task.evaluate(LinearDictionary.from_matrices(zero, zero), ctx)
     assert out.metrics["loss_recovered"].value == pytest.approx(0.0, abs=1e-9)
     assert out.metrics["kl"].value > 0.1
+    assert out.metrics["kl_share"].value == pytest.approx(1.0, abs=1e-6)
 
 
 def test_mean_splice_recovers_nothing_against_mean_ablation(prepared):

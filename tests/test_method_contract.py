@@ -34,3 +34,14 @@ def test_spec_parsing_and_errors():
         methods.build_method("pca[bogus=1]")
     with pytest.raises(BenchError, match="not a valid bool"):
         methods.build_method("sae-relu[tied=maybe]")
+
+
+def test_tuple_parameters_are_written_with_plus():
+    from bench.specs import build, canonical_label
+    from tasks import REGISTRY
+
+    task = build("sparse_probing[ks=1+5,concepts=pronoun+repeated_name]", REGISTRY, "task")
+    assert (task.ks, task.concepts) == ((1, 5), ("pronoun", "repeated_name"))
+    assert canonical_label(task) == "sparse_probing[concepts=pronoun+repeated_name,ks=1+5]"
+    with pytest.raises(BenchError, match="not a valid int"):
+        build("sparse_probing[ks=1+x]", REGISTRY, "task")

@@ -34,8 +34,8 @@ from bench.seeds import rng, stream
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.concept_erasure.concepts import GENRES, PromptConcept, genre_contexts, number_concept, pronoun_concept
 from tasks.concept_erasure.edits import Edit, FeatureAblation, MeanDifference, check_affine, leace
+from tasks.probing import top_features
 from tasks.prompts import special_ids
-from tasks.sparse_probing import top_features
 
 CHANCE = 0.5
 

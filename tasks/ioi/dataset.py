@@ -71,11 +71,22 @@ class IOIDataset:
         return real_positions(self.length, self.clean.shape[1])
 
 
-def fill(template: str, order: str, a: str, b: str, place: str, obj: str) -> str:
+def fill(template: str, order: str, a: str, b: str, place: str, obj: str, later: str | None = None) -> str:
+    """The prompt text; `later` names the subject of the second clause instead of b (default b, the IOI prompt)."""
     first, second = (a, b) if order == "ABBA" else (b, a)
     # The first clause names both people; the rest of the template names only the subject.
     text = template.replace("[A]", "\0", 1).replace("[B]", second, 1).replace("\0", first)
-    return text.replace("[B]", b).replace("[PLACE]", place).replace("[OBJECT]", obj)
+    return text.replace("[B]", b if later is None else later).replace("[PLACE]", place).replace("[OBJECT]", obj)
+
+
+def vocabulary(tokenize: Tokenize, who: str) -> tuple[dict[str, int], list[str], list[str]]:
+    """The names (with token ids), places and objects (sorted) this tokenizer keeps as single tokens."""
+    names = single_tokens(NAMES, tokenize)
+    places, objects = sorted(single_tokens(PLACES, tokenize)), sorted(single_tokens(OBJECTS, tokenize))
+    if len(names) < 3 or not places or not objects:
+        raise BenchError(f"{who}: this tokenizer makes only {len(names)} of {len(NAMES)} names, {len(places)} "
+                         f"places and {len(objects)} objects single tokens; the prompts need >= 3, 1 and 1")
+    return names, places, objects
 
 
 def make_dataset(n_prompts: int, tokenize: Tokenize, seed: int, bos: int | None = None, pad: int = 0,
@@ -84,11 +95,7 @@ def make_dataset(n_prompts: int, tokenize: Tokenize, seed: int, bos: int | None 
     repetition inside a pair. Raises a one-line BenchError when the tokenizer leaves too few single-token words."""
     if n_prompts < 2 or n_prompts % 2:
         raise BenchError(f"ioi_patching: n_prompts must be an even number >= 2 (ABBA/BABA balance), got {n_prompts}")
-    names = single_tokens(NAMES, tokenize)
-    places, objects = single_tokens(PLACES, tokenize), single_tokens(OBJECTS, tokenize)
-    if len(names) < 3 or not places or not objects:
-        raise BenchError(f"ioi_patching: this tokenizer makes only {len(names)} of {len(NAMES)} names, {len(places)} "
-                         f"places and {len(objects)} objects single tokens; the task needs >= 3, 1 and 1")
+    names, places, objects = vocabulary(tokenize, "ioi_patching")
     rng = np.random.default_rng(seed)
     name_list = sorted(names)
     rows: list[dict] = []
@@ -102,7 +109,7 @@ def make_dataset(n_prompts: int, tokenize: Tokenize, seed: int, bos: int | None 
         order = "ABBA" if i % 2 == 0 else "BABA"
         t = (i // 2) % len(templates)
         a, b, c = (name_list[j] for j in rng.choice(len(name_list), 3, replace=False))
-        place, obj = sorted(places)[rng.integers(len(places))], sorted(objects)[rng.integers(len(objects))]
+        place, obj = places[rng.integers(len(places))], objects[rng.integers(len(objects))]
         text = fill(templates[t], order, a, b, place, obj)
         row = _align(text, fill(templates[t], order, c, b, place, obj), names[a], names[b], names[c], tokenize, bos)
         if row is not None:
@@ -130,3 +137,49 @@ def _align(clean: str, counterfactual: str, io: int, s: int, c: int, tokenize: T
     if len(pos_io) != 1 or len(pos_s) != 2 or differ != pos_io or y[pos_io[0]] != c or c in x:
         return None
     return dict(clean=x, counterfactual=y, pos_io=pos_io[0], pos_s1=pos_s[0], pos_s2=pos_s[1])
+
+
+@dataclass(frozen=True)
+class RepeatedNames:
+    """Token-level labels from the IOI templates: is the second clause's subject a name said before?
+
+    Half the prompts are IOI prompts (the subject repeats, S2); the other half put a third, new name there. The
+    position, template and words around it are the same on both sides, so only the repetition tells them apart.
+    """
+
+    tokens: torch.Tensor  # `[N, T]` right-padded
+    length: torch.Tensor  # `[N]`
+    position: torch.Tensor  # `[N]` the second clause's subject
+    label: torch.Tensor  # `[N]` bool, True where that name was said before
+
+
+def repeated_names(n: int, tokenize: Tokenize, seed: int, bos: int | None = None, pad: int = 0,
+                   templates: tuple[str, ...] = TEMPLATES) -> RepeatedNames:
+    """n prompts (even), labels alternating False/True, ABBA/BABA and templates cycled, names drawn at random."""
+    if n < 2 or n % 2:
+        raise BenchError(f"repeated-name prompts need an even number >= 2, got {n}")
+    names, places, objects = vocabulary(tokenize, "repeated-name prompts")
+    rng = np.random.default_rng(seed)
+    name_list = sorted(names)
+    prefix = [bos] if bos is not None else []
+    rows, positions, labels = [], [], []
+    attempts = 0
+    while len(rows) < n:
+        attempts += 1
+        if attempts > 20 * n:
+            raise BenchError("repeated-name prompts: the tokenizer merges names with their neighbours in every template")
+        i = len(rows)
+        repeated, order = bool(i % 2), "ABBA" if (i // 2) % 2 == 0 else "BABA"
+        a, b, d = (name_list[j] for j in rng.choice(len(name_list), 3, replace=False))
+        later = b if repeated else d
+        text = fill(templates[(i // 4) % len(templates)], order, a, b, places[rng.integers(len(places))],
+                    objects[rng.integers(len(objects))], later=later)
+        ids = prefix + tokenize(text)
+        where = [j for j, t in enumerate(ids) if t == names[later]]
+        if len(where) != (2 if repeated else 1):
+            continue  # the tokenizer merged a name with a neighbour
+        rows.append(ids)
+        positions.append(where[-1])
+        labels.append(repeated)
+    tokens, length = pad_right(rows, pad)
+    return RepeatedNames(tokens, length, torch.tensor(positions), torch.tensor(labels))
