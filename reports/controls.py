@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from reports.leaderboard import PRIMARY, Column, Leaderboard, Row, _base, build_leaderboards, fmt
+from reports.leaderboard import PRIMARY, Column, Leaderboard, Row, _base, build_leaderboards, fmt, signed
 
 
 @dataclass
@@ -142,12 +142,6 @@ def _value(value: float | None, interval: tuple[float, float] | None) -> str:
     return text
 
 
-def _difference(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return ("+" if value > 0 else "") + fmt(value)
-
-
 def _metric(col: Column) -> str:
     return f"{col.task}: {col.label}"
 
@@ -160,7 +154,7 @@ def controls_markdown(tables: list[ControlTable]) -> str:
         out.append("|---|---|---|---|---|---|")
         for r in t.rows:
             out.append(f"| {_metric(r.column)} | `{r.method}` | {r.group} | {_value(r.trained, r.trained_interval)} | "
-                       f"{_value(r.control, r.control_interval)} | {_difference(r.difference)} |")
+                       f"{_value(r.control, r.control_interval)} | {signed(r.difference)} |")
         out.append("")
         out.extend(f"- {n}" for n in t.notes)
         out.append("")
@@ -192,6 +186,6 @@ def controls_rich(tables: list[ControlTable], primary_only: bool = True):
             metric = f"{name} {'↑' if col.higher_is_better else '↓'}" if col != previous else ""
             previous = col
             table.add_row(escape(metric), escape(r.method), r.group, _value(r.trained, r.trained_interval),
-                          _value(r.control, r.control_interval), _difference(r.difference))
+                          _value(r.control, r.control_interval), signed(r.difference))
         renderables.append(table)
     return renderables
