@@ -305,6 +305,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
+def _out_console() -> Console:
+    """stdout, wide when piped (CI logs) so that tables are not squeezed to 80 columns."""
+    return Console(width=None if Console().is_terminal else 200)
+
+
 def _history_path(args: argparse.Namespace):
     from reports.history import default_path
 
@@ -317,7 +322,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     formats = parse_formats(args.format or ("md,html,json,csv" if args.out else "terminal"))
     runs = [resolve(arg, _history_path(args)) for arg in args.results]
-    for path in write_report(runs, formats, args.out, _history_path(args), Console(soft_wrap=True)):
+    for path in write_report(runs, formats, args.out, _history_path(args), _out_console()):
         print(f"wrote {path}")
     return 0
 
@@ -334,7 +339,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         raise BenchError(f"recording is off ({hist.ENV}=off); pass --history PATH")
     for run_dir in args.add or []:
         print(f"added {run_dir} as #{hist.append(path, load_run(run_dir))}")
-    console = Console(soft_wrap=True)
+    console = _out_console()
     if args.metric is None:
         table = Table(title=escape(f"results history {path}"))
         for name in ("id", "run", "started", "commit", "preset", "config", "metrics"):
@@ -371,7 +376,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     elif args.format == "md":
         print(markdown(result, args.all))
     else:
-        Console(soft_wrap=True).print(rich_table(result, args.all))
+        _out_console().print(rich_table(result, args.all))
     for c in result.regressions:
         print(f"REGRESSION {c.method} · {c.metric}: {fmt_change(c)}", file=sys.stderr)
     return 1 if result.regressions else 0

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 # What of a record the history keeps besides its metrics (enough for leaderboards and `compare`; details are not kept).
 _KEEP = ("model", "hook", "control", "method", "method_name", "method_params", "sparse", "matched_k", "task",
-         "task_name", "judge", "git_commit", "created")
+         "task_name", "judge", "activations", "git_commit", "created")
 
 
 def default_path() -> Path | None:

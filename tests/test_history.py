@@ -60,3 +60,18 @@ def test_history_command_lists_runs_and_shows_a_trend(tmp_path):
     assert bad.returncode == 2 and "task.metric" in bad.stderr
     missing = bench("history", "--history", str(tmp_path / "none.sqlite"))
     assert missing.returncode == 2 and "no history" in missing.stderr
+
+
+def test_report_site_plots_the_history(tmp_path):
+    db = tmp_path / "h.sqlite"
+    later = copy_run(tmp_path / "later")
+    edit_result(later, "sae-topk", "reconstruction", lambda r: r["metrics"]["fvu"].update(value=0.5))
+    assert bench("history", "--history", str(db), "--add", str(BASELINE), str(later)).returncode == 0
+    out = tmp_path / "site"
+    made = bench("report", "--results", "2", "--format", "html,json", "--out", str(out), "--history", str(db))
+    assert made.returncode == 0, made.stderr
+    page = (out / "history.html").read_text()
+    assert "reconstruction.fvu across runs" in page and "#2 " in page
+    assert 'href="history.html"' in (out / "index.html").read_text()
+    (run,) = json.loads((out / "report.json").read_text())["runs"]
+    assert run["run"]["history_id"] == 2  # a history entry reports like a directory (without per-feature detail)
