@@ -131,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--all", action="store_true", help="list every metric, not only those past tolerance")
     compare.add_argument("--format", choices=["terminal", "md", "json"], default="terminal")
     compare.add_argument("--history", type=Path, default=None, help="history file for history ids")
+    compare.add_argument("--write-tolerances", type=Path, default=None, metavar="FILE",
+                         help="for two runs that differ by seed: write 2 x their spread per metric (where it exceeds the "
+                         "default) as a tolerances.json to commit with a baseline")
 
     clean = sub.add_parser("clean-cache", help="delete cached activations (and converted models with --models)")
     clean.add_argument("--activations", action="store_true", help="delete harvested activations")
@@ -370,6 +373,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     tolerances = parse_tolerances(args.tolerance)
     baseline, current = (resolve(arg, _history_path(args)) for arg in (args.baseline, args.current))
+    if args.write_tolerances is not None:
+        from reports.compare import spread_tolerances
+
+        spread = spread_tolerances(baseline, current)
+        atomic_write_json(args.write_tolerances, spread)
+        print(f"wrote {len(spread)} tolerances (2 x the spread where it exceeds the default) to {args.write_tolerances}")
+        return 0
     result = compare(baseline, current, tolerances)
     if args.format == "json":
         print(json.dumps(result.to_json(), indent=2))

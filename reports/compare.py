@@ -6,7 +6,8 @@ changes what the numbers mean: the error names the field).
 
 Tolerance of a metric, first that applies:
 1. `--tolerance PATTERN=VALUE` on the command line;
-2. the baseline directory's `tolerances.json` (`{"PATTERN": VALUE}`; e.g. a wider band for a noisy judge);
+2. the baseline directory's `tolerances.json` (`{"PATTERN": VALUE}`; e.g. a wider band for a noisy judge, or the
+   seed-to-seed spread that `compare SEED_A SEED_B --write-tolerances FILE` measures);
 3. max(the half-width of the 95% interval the task reported, baseline or current; the default below).
 The default is max(`ABS_TOL`, `REL_TOL` × |baseline|). PATTERN is a glob over `task.metric` or
 `method:task.metric` (e.g. `autointerp.*`, `sae-topk:reconstruction.fvu`); VALUE is absolute (`0.05`) or relative
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -230,6 +232,17 @@ def compare(baseline: Run, current: Run, cli_tolerances: dict[str, str] | None =
 
     return Comparison(baseline, current, changes, units(k for k in old if k not in new),
                       units(k for k in new if k not in old), notes)
+
+
+def spread_tolerances(a: Run, b: Run, factor: float = 2.0) -> dict[str, float]:
+    """Two runs that differ only by seed -> `{"method:task.metric": factor × |Δ|}` where that exceeds the default:
+    the seed-to-seed spread as tolerances, to commit beside a baseline as `tolerances.json`."""
+    out = {}
+    for c in compare(a, b).changes:
+        if c.delta is not None and factor * abs(c.delta) > max(ABS_TOL, REL_TOL * abs(c.baseline)):
+            key = re.sub(r"([][*?])", r"[\1]", f"{c.key[3]}:{c.metric}")  # a literal label, not a glob
+            out[key] = max(out.get(key, 0.0), float(f"{factor * abs(c.delta):.3g}"))
+    return out
 
 
 def markdown(comparison: Comparison, everything: bool = False) -> str:

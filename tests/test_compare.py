@@ -109,3 +109,18 @@ def test_history_ids_compare_like_directories(tmp_path):
     assert added.returncode == 0, added.stderr
     result = bench("compare", "1", "#2", "--history", str(db))
     assert result.returncode == 1 and "sae-topk" in result.stderr and "reconstruction.fvu" in result.stderr
+
+
+def test_seed_spread_becomes_committed_tolerances(tmp_path):
+    other = copy_run(tmp_path / "seed1")
+    fvu = _fvu(BASELINE)
+    edit_result(other, "sae-topk", "reconstruction", _set("fvu", fvu + 0.2))
+    out = tmp_path / "tolerances.json"
+    assert bench("compare", str(BASELINE), str(other), "--write-tolerances", str(out)).returncode == 0
+    assert json.loads(out.read_text()) == {"sae-topk:reconstruction.fvu": pytest.approx(0.4)}
+    (other / "tolerances.json").write_text(out.read_text())
+    edit_result(other, "sae-topk", "reconstruction", _set("fvu", fvu + 0.5))
+    result = bench("compare", str(other), str(BASELINE), "--all", "--format", "json")  # fvu 0.5 better: fine
+    (c,) = [c for c in json.loads(result.stdout)["changes"] if (c["method"], c["metric"]) == ("sae-topk", "fvu")
+            and c["task"] == "reconstruction"]
+    assert c["tolerance"] == pytest.approx(0.4) and c["tolerance_source"].startswith("tolerances.json")
