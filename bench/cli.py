@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="runs in the results history, or one metric's trend across commits")
     history.add_argument("metric", nargs="?", default=None, help="task.metric, e.g. reconstruction.fvu")
     history.add_argument("--method", default=None, help="only this method label")
+    history.add_argument("--last", type=int, default=8, help="how many of the latest runs to show (default 8)")
     history.add_argument("--add", nargs="+", type=Path, default=None, metavar="RUN",
                          help="append these run directories to the history first")
     history.add_argument("--history", type=Path, default=None, help="the history file (default $DECOMPBENCH_HISTORY "
@@ -353,14 +354,14 @@ def cmd_history(args: argparse.Namespace) -> int:
         console.print(table)
         return 0
     points = hist.trend(path, args.metric, args.method)
-    by_series = hist.series(points)
-    runs = {p.run_id: p for p in points}
-    table = Table(title=escape(f"{args.metric} across runs (oldest first)"))
-    for name in ("run", "started", "commit", *by_series):
-        table.add_column(escape(name), justify="left" if name in {"run", "started", "commit"} else "right")
-    for run_id, p in runs.items():
-        cells = [next((fmt(q.value) for q in pts if q.run_id == run_id), "") for pts in by_series.values()]
-        table.add_row(f"#{run_id}", p.started or "?", (p.git_commit or "?")[:10], *cells)
+    runs = list({p.run_id: p for p in points}.values())[-args.last:]  # oldest first
+    table = Table(title=escape(f"{args.metric} across the last {len(runs)} runs (oldest first; run id, commit, date)"))
+    table.add_column("method", no_wrap=True)
+    for p in runs:
+        table.add_column(f"#{p.run_id}\n{(p.git_commit or '?')[:7]}\n{(p.started or '?')[:10]}", justify="right")
+    for name, pts in hist.series(points).items():
+        values = {q.run_id: q.value for q in pts}
+        table.add_row(escape(name), *[fmt(values[p.run_id]) if p.run_id in values else "" for p in runs])
     console.print(table)
     return 0
 

@@ -44,6 +44,7 @@ class Chart:
     categories: list[str] | None = None
     note: str = ""
     hlines: list[tuple[float, str]] = field(default_factory=list)  # reference lines (y, label)
+    dodge: bool = True  # on categories: series side by side within a slot (False: a trend, one x per category)
 
     @property
     def empty(self) -> bool:
@@ -147,7 +148,7 @@ def svg(chart: Chart) -> str:
     n = len(chart.series)
     for i, s in enumerate(chart.series):
         color = PALETTE[i % len(PALETTE)]
-        shift = (i - (n - 1) / 2) * min(0.15, 0.6 / max(n, 1)) if chart.categories else 0.0
+        shift = (i - (n - 1) / 2) * min(0.15, 0.6 / max(n, 1)) if chart.categories and chart.dodge else 0.0
         pts = sorted((p for p in s.points if not chart.x_log or p.x > 0), key=lambda p: p.x)
         out.append(f'<g class="series" data-series="{i}">')
         if s.line and len(pts) > 1:

@@ -120,7 +120,7 @@ def history_section(path: Path | None, runs: list[Run]) -> tuple[list[Chart], st
                                 for p in pts if p.value is not None])
                   for name, pts in hist.series(points).items()]
         charts.append(Chart(f"history-{task}-{metric}", f"{task}.{metric} across runs", "run", metric, series,
-                            categories=labels))
+                            categories=labels, dodge=False))
     rows = "".join(f"<tr><td>#{e.id}</td><td class=\"name\">{escape(e.name)}</td><td>{escape(e.started or '?')}</td>"
                    f"<td><code>{escape((e.git_commit or '?')[:10])}</code></td><td>{escape(e.preset or '?')}</td>"
                    f"<td>{e.n_metrics}</td></tr>" for e in entries)
