@@ -63,8 +63,13 @@ def load_run(path: Path | str) -> Run:
     if not root.is_dir():
         raise BenchError(f"{root}: no such run directory; pass the --out of a `python -m bench run`")
     files = sorted(root.glob("results/*.json")) + sorted(root.glob("controls/*/results/*.json"))
-    # In the order the run made them (tasks run one after the other), as its own leaderboard lists them.
-    records = sorted((r for p in files if (r := read_result(p)) is not None), key=lambda r: r.get("created", ""))
+    board = _json(root / "leaderboard.json")
+    # In the order the run made them, so that tables come out as the run's own leaderboard: tasks in its column
+    # order (else by time: tasks run one after the other), methods in its row order.
+    tasks = list(dict.fromkeys(c["task"] for b in board.get("boards", []) for c in b.get("columns", [])))
+    rank = {t: i for i, t in enumerate(tasks)}
+    records = sorted((r for p in files if (r := read_result(p)) is not None),
+                     key=lambda r: (rank.get(r.get("task"), len(rank)), r.get("created", "")))
     if not records:
         raise BenchError(f"{root}: no result files under {root}/results; pass the --out of a finished "
                          "`python -m bench run`")
@@ -72,7 +77,6 @@ def load_run(path: Path | str) -> Run:
     config = meta.pop("config", None) or records[0].get("config", {})
     env = {k: meta.get(k, records[0].get(k)) for k in ("versions", "git_commit", "threads", "platform")}
     env["started"] = meta.get("started")
-    board = _json(root / "leaderboard.json")
     order = [row["method"].split("@")[0].split("[")[0] for b in board.get("boards", []) for row in b.get("rows", [])]
     return Run(root.name, str(root.resolve()), config, env, records, list(dict.fromkeys(order)))
 
