@@ -175,6 +175,8 @@ def svg(chart: Chart) -> str:
             break
         color = PALETTE[i % len(PALETTE)]
         out.append(f'<g class="legend-item" data-series="{i}" tabindex="0" style="cursor:pointer">'
+                   f'<rect x="{width - RIGHT + 10}" y="{y - 10}" width="{RIGHT - 14}" height="15" fill="#fff" '
+                   'fill-opacity="0"/>'  # the whole entry takes the click, not just the swatch and the glyphs
                    f'<rect x="{width - RIGHT + 14}" y="{y - 8}" width="10" height="10" fill="{color}"/>'
                    f'<text x="{width - RIGHT + 30}" y="{y + 1}">{escape(_clip(s.name, 28))}</text>'
                    f"<title>{escape(s.name)} (click to hide or show)</title></g>")

@@ -64,12 +64,14 @@ def load_run(path: Path | str) -> Run:
         raise BenchError(f"{root}: no such run directory; pass the --out of a `python -m bench run`")
     files = sorted(root.glob("results/*.json")) + sorted(root.glob("controls/*/results/*.json"))
     board = _json(root / "leaderboard.json")
-    # In the order the run made them, so that tables come out as the run's own leaderboard: tasks in its column
-    # order (else by time: tasks run one after the other), methods in its row order.
+    # In the order of the run's own leaderboard (tasks as its columns, methods as its rows), so that tables and plots
+    # come out as the run showed them; else by time (tasks run one after the other).
     tasks = list(dict.fromkeys(c["task"] for b in board.get("boards", []) for c in b.get("columns", [])))
-    rank = {t: i for i, t in enumerate(tasks)}
+    methods = list(dict.fromkeys(row["method"] for b in board.get("boards", []) for row in b.get("rows", [])))
+    task_rank, method_rank = ({x: i for i, x in enumerate(xs)} for xs in (tasks, methods))
     records = sorted((r for p in files if (r := read_result(p)) is not None),
-                     key=lambda r: (rank.get(r.get("task"), len(rank)), r.get("created", "")))
+                     key=lambda r: (task_rank.get(r.get("task"), len(task_rank)),
+                                    method_rank.get(r.get("method"), len(method_rank)), r.get("created", "")))
     if not records:
         raise BenchError(f"{root}: no result files under {root}/results; pass the --out of a finished "
                          "`python -m bench run`")
@@ -77,7 +79,7 @@ def load_run(path: Path | str) -> Run:
     config = meta.pop("config", None) or records[0].get("config", {})
     env = {k: meta.get(k, records[0].get(k)) for k in ("versions", "git_commit", "threads", "platform")}
     env["started"] = meta.get("started")
-    order = [row["method"].split("@")[0].split("[")[0] for b in board.get("boards", []) for row in b.get("rows", [])]
+    order = [m.split("@")[0].split("[")[0] for m in methods]
     return Run(root.name, str(root.resolve()), config, env, records, list(dict.fromkeys(order)))
 
 
