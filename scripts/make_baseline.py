@@ -9,7 +9,6 @@ toy's per-feature cosines. An existing tolerances.json in the destination is kep
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
