@@ -19,7 +19,7 @@ from typing import Any
 from bench.io import atomic_write_text
 from reports.controls import ControlTable, build_control_tables
 from reports.figures import charts as board_charts
-from reports.leaderboard import PRIMARY, Leaderboard, _base, build_leaderboards, cell, fmt, signed
+from reports.leaderboard import PRIMARY, Leaderboard, _base, build_leaderboards, cell, fmt, signed, with_interval
 from reports.plots import Chart, svg
 from reports.runs import Run
 
@@ -99,8 +99,8 @@ def leaderboard_table(board: Leaderboard, primary_only: bool) -> str:
 def controls_table(table: ControlTable) -> str:
     rows = "".join(
         f'<tr><td class="name">{escape(r.column.task)}.{escape(r.column.label)}</td><td class="name"><code>'
-        f"{escape(r.method)}</code></td><td>{escape(r.group)}</td><td>{escape(fmt(r.trained))}</td>"
-        f"<td>{escape(fmt(r.control))}</td><td>{escape(signed(r.difference))}</td></tr>" for r in table.rows)
+        f"{escape(r.method)}</code></td><td>{escape(r.group)}</td><td>{escape(with_interval(r.trained, r.trained_interval))}</td>"
+        f"<td>{escape(with_interval(r.control, r.control_interval))}</td><td>{escape(signed(r.difference))}</td></tr>" for r in table.rows)
     return (f"<h3>trained vs control <code>{escape(table.control)}</code></h3>"
             '<div class="scroll"><table><thead><tr><th class="name">metric</th><th class="name">method</th><th>codes</th>'
             f"<th>trained</th><th>control</th><th>trained − control</th></tr></thead><tbody>{rows}</tbody></table></div>"

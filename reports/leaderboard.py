@@ -153,13 +153,16 @@ def signed(value: float | None) -> str:
     return "–" if value is None else ("+" if value > 0 else "") + fmt(value)
 
 
-def cell(row: Row, col: Column) -> str:
+def with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
     """The value, with its 95% interval where the task gave one."""
-    text = fmt(row.values.get(col))
-    if col in row.intervals:
-        lo, hi = row.intervals[col]
-        text += f" [{lo:.2f}, {hi:.2f}]"
+    text = fmt(value)
+    if interval:
+        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
     return text
+
+
+def cell(row: Row, col: Column) -> str:
+    return with_interval(row.values.get(col), row.intervals.get(col))
 
 
 def to_markdown(boards: list[Leaderboard]) -> str:
