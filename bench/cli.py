@@ -1,4 +1,12 @@
-"""Command line: `python -m bench run | sweep | list | check-method | perf | export | clean-cache`.
+"""Command line: `python -m bench run | sweep | list | check-method | perf | export | clean-cache | report | history
+| compare`.
+
+- `report --results RUN_DIR... [--format terminal,md,html,json,csv] [--out DIR]`: leaderboards, plots and the static
+  HTML site of one or more runs (docs/reports.md);
+- `history [task.metric] [--method M]`: the runs every `run` appended to the results history, or one metric's
+  trend across them;
+- `compare BASELINE CURRENT [--tolerance PATTERN=VALUE]`: every metric's change; exit 1 on a regression past its
+  tolerance, 0 otherwise, 2 when the runs are missing or not comparable.
 
 Bad input ends with a one-line error naming the fix and exit code 2; never a traceback.
 """
@@ -96,6 +104,37 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a fitted SAE in SAELens' format (cfg.json + sae_weights.safetensors)")
     export.add_argument("dictionary", help="a run's dictionaries/<method> directory")
     export.add_argument("out", help="directory to write")
+
+    report = sub.add_parser("report", help="leaderboards, plots and a static HTML site from the results of runs")
+    report.add_argument("--results", nargs="+", required=True, metavar="RUN",
+                        help="run directories (a run's --out) or history ids")
+    report.add_argument("--format", default=None, help="terminal, md, html, json, csv (comma-separated; default: "
+                        "terminal without --out, else md,html,json,csv)")
+    report.add_argument("--out", type=Path, default=None, help="directory to write the files and the site into")
+    report.add_argument("--history", type=Path, default=None, help="results history for the trend page "
+                        "(default $DECOMPBENCH_HISTORY or <cache>/history.sqlite)")
+
+    history = sub.add_parser("history", help="runs in the results history, or one metric's trend across commits")
+    history.add_argument("metric", nargs="?", default=None, help="task.metric, e.g. reconstruction.fvu")
+    history.add_argument("--method", default=None, help="only this method label")
+    history.add_argument("--last", type=int, default=8, help="how many of the latest runs to show (default 8)")
+    history.add_argument("--add", nargs="+", type=Path, default=None, metavar="RUN",
+                         help="append these run directories to the history first")
+    history.add_argument("--history", type=Path, default=None, help="the history file (default $DECOMPBENCH_HISTORY "
+                         "or <cache>/history.sqlite)")
+
+    compare = sub.add_parser("compare", help="every metric of CURRENT against BASELINE; exit 1 on a regression")
+    compare.add_argument("baseline", help="run directory or history id")
+    compare.add_argument("current", help="run directory or history id")
+    compare.add_argument("--tolerance", action="append", default=[], metavar="PATTERN=VALUE",
+                         help="tolerance for metrics matching PATTERN (task.metric or method:task.metric, globs), "
+                         "absolute or N%% of the baseline; repeatable")
+    compare.add_argument("--all", action="store_true", help="list every metric, not only those past tolerance")
+    compare.add_argument("--format", choices=["terminal", "md", "json"], default="terminal")
+    compare.add_argument("--history", type=Path, default=None, help="history file for history ids")
+    compare.add_argument("--write-tolerances", type=Path, default=None, metavar="FILE",
+                         help="for two runs that differ by seed: write 2 x their spread per metric (where it exceeds the "
+                         "default) as a tolerances.json to commit with a baseline")
 
     clean = sub.add_parser("clean-cache", help="delete cached activations (and converted models with --models)")
     clean.add_argument("--activations", action="store_true", help="delete harvested activations")
@@ -270,8 +309,99 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
+def _out_console() -> Console:
+    """stdout, wide when piped (CI logs) so that tables are not squeezed to 80 columns."""
+    return Console(width=None if Console().is_terminal else 200)
+
+
+def _history_path(args: argparse.Namespace):
+    from reports.history import default_path
+
+    return args.history if args.history is not None else default_path()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.history import resolve
+    from reports.report import parse_formats, write_report
+
+    formats = parse_formats(args.format or ("md,html,json,csv" if args.out else "terminal"))
+    runs = [resolve(arg, _history_path(args)) for arg in args.results]
+    for path in write_report(runs, formats, args.out, _history_path(args), _out_console()):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from reports import history as hist
+    from reports.leaderboard import fmt
+    from reports.runs import load_run
+
+    path = _history_path(args)
+    if path is None:
+        raise BenchError(f"recording is off ({hist.ENV}=off); pass --history PATH")
+    for run_dir in args.add or []:
+        print(f"added {run_dir} as #{hist.append(path, load_run(run_dir))}")
+    console = _out_console()
+    if args.metric is None:
+        table = Table(title=escape(f"results history {path}"))
+        for name in ("id", "run", "started", "commit", "preset", "config", "metrics"):
+            table.add_column(name)
+        for e in hist.runs(path):
+            table.add_row(str(e.id), escape(e.name), e.started or "?", (e.git_commit or "?")[:10], e.preset or "?",
+                          e.config_fingerprint, str(e.n_metrics))
+        console.print(table)
+        return 0
+    points = hist.trend(path, args.metric, args.method)
+    runs = list({p.run_id: p for p in points}.values())[-args.last:]  # oldest first
+    table = Table(title=escape(f"{args.metric} across the last {len(runs)} runs (oldest first; run id, commit, date)"))
+    table.add_column("method", no_wrap=True)
+    for p in runs:
+        table.add_column(f"#{p.run_id}\n{(p.git_commit or '?')[:7]}\n{(p.started or '?')[:10]}", justify="right")
+    for name, pts in hist.series(points).items():
+        values = {q.run_id: q.value for q in pts}
+        table.add_row(escape(name), *[fmt(values[p.run_id]) if p.run_id in values else "" for p in runs])
+    console.print(table)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from reports.compare import compare, markdown, parse_tolerances, rich_table
+    from reports.history import resolve
+
+    tolerances = parse_tolerances(args.tolerance)
+    baseline, current = (resolve(arg, _history_path(args)) for arg in (args.baseline, args.current))
+    if args.write_tolerances is not None:
+        from reports.compare import spread_tolerances
+
+        spread = spread_tolerances(baseline, current)
+        atomic_write_json(args.write_tolerances, spread)
+        print(f"wrote {len(spread)} tolerances (2 x the spread where it exceeds the default) to {args.write_tolerances}")
+        return 0
+    result = compare(baseline, current, tolerances)
+    if args.format == "json":
+        print(json.dumps(result.to_json(), indent=2))
+    elif args.format == "md":
+        print(markdown(result, args.all))
+    else:
+        _out_console().print(rich_table(result, args.all))
+    for c in result.regressions:
+        print(f"REGRESSION {c.method} · {c.metric}: {fmt_change(c)}", file=sys.stderr)
+    return 1 if result.regressions else 0
+
+
+def fmt_change(c) -> str:
+    from reports.leaderboard import fmt
+
+    return (f"{fmt(c.baseline)} → {fmt(c.current)} ({'higher' if c.higher_is_better else 'lower'} is better; "
+            f"tolerance {fmt(c.tolerance.value)}, {c.tolerance.source})")
+
+
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "check-method": cmd_check_method, "perf": cmd_perf, "export": cmd_export,
-            "clean-cache": cmd_clean}
+            "clean-cache": cmd_clean, "report": cmd_report, "history": cmd_history, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

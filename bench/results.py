@@ -11,8 +11,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench.io import atomic_write_json
 
 SCHEMA = "decompbench.result/1"
@@ -20,6 +18,8 @@ _PACKAGES = ("decompbench", "torch", "transformers", "transformer-lens", "scikit
 
 
 def environment() -> dict[str, Any]:
+    import torch  # here, not at the top: reports read results without loading torch
+
     versions = {"python": platform.python_version()}
     for pkg in _PACKAGES:
         try:

@@ -40,6 +40,7 @@ from methods.base import Method
 from methods.sae import SAEMethod
 from methods.trainer import Checkpointing, group_key, train_saes
 from reports.controls import build_control_tables, controls_markdown, controls_rich
+from reports.history import record_run
 from reports.leaderboard import build_leaderboards, to_markdown, to_rich
 from reports.sweeps import sweep_curves
 from tasks.base import Task, TaskContext
@@ -428,6 +429,7 @@ class Runner:
         for table in [*to_rich(boards), *controls_rich(controls)]:
             out_console.print(table)
         self.console.print(f"results: {self.out}/results  ·  leaderboard: {self.out}/leaderboard.md")
+        record_run(self.out, self.console)  # the results history (`python -m bench history`, docs/reports.md)
 
 
 def default_out(cfg: RunConfig) -> Path:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from reports.leaderboard import PRIMARY, Column, Leaderboard, Row, _base, build_leaderboards, fmt
+from reports.leaderboard import PRIMARY, Column, Leaderboard, Row, _base, build_leaderboards, signed, with_interval
 
 
 @dataclass
@@ -135,19 +135,6 @@ def _loss_notes(trained: dict[str, Any], control: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _value(value: float | None, interval: tuple[float, float] | None) -> str:
-    text = fmt(value)
-    if interval:
-        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
-    return text
-
-
-def _difference(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return ("+" if value > 0 else "") + fmt(value)
-
-
 def _metric(col: Column) -> str:
     return f"{col.task}: {col.label}"
 
@@ -159,8 +146,8 @@ def controls_markdown(tables: list[ControlTable]) -> str:
         out.append("| metric | method | codes | trained | control | trained − control |")
         out.append("|---|---|---|---|---|---|")
         for r in t.rows:
-            out.append(f"| {_metric(r.column)} | `{r.method}` | {r.group} | {_value(r.trained, r.trained_interval)} | "
-                       f"{_value(r.control, r.control_interval)} | {_difference(r.difference)} |")
+            out.append(f"| {_metric(r.column)} | `{r.method}` | {r.group} | {with_interval(r.trained, r.trained_interval)} | "
+                       f"{with_interval(r.control, r.control_interval)} | {signed(r.difference)} |")
         out.append("")
         out.extend(f"- {n}" for n in t.notes)
         out.append("")
@@ -191,7 +178,7 @@ def controls_rich(tables: list[ControlTable], primary_only: bool = True):
             name = name if col.task == _base(col.task) else f"{name} {col.task[len(_base(col.task)):]}"
             metric = f"{name} {'↑' if col.higher_is_better else '↓'}" if col != previous else ""
             previous = col
-            table.add_row(escape(metric), escape(r.method), r.group, _value(r.trained, r.trained_interval),
-                          _value(r.control, r.control_interval), _difference(r.difference))
+            table.add_row(escape(metric), escape(r.method), r.group, with_interval(r.trained, r.trained_interval),
+                          with_interval(r.control, r.control_interval), signed(r.difference))
         renderables.append(table)
     return renderables

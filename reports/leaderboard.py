@@ -76,11 +76,17 @@ class Leaderboard:
             "columns": [{"task": c.task, "metric": c.metric, "higher_is_better": c.higher_is_better} for c in self.columns],
             "rows": [
                 {"method": r.method, "group": r.group,
-                 "metrics": {f"{c.task}.{c.metric}": r.values.get(c) for c in self.columns},
+                 "metrics": {f"{c.task}.{c.metric}": _number(r.values.get(c)) for c in self.columns},
+                 "best": [f"{c.task}.{c.metric}" for c in self.columns if self.best(r, c)],
                  "intervals": {f"{c.task}.{c.metric}": list(r.intervals[c]) for c in self.columns if c in r.intervals}}
                 for r in self.rows
             ],
         }
+
+
+def _number(value: float | None) -> float | None:
+    """JSON has no NaN: a missing value is null."""
+    return None if value is None or math.isnan(value) else value
 
 
 def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | None = None) -> list[Leaderboard]:
@@ -111,6 +117,10 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
         for note in rec.get("details", {}).get("board_notes", []):  # e.g. which judge scored, and how well
             if note not in board.notes:
                 board.notes.append(note)
+        if judge := rec.get("judge"):  # named even where the details (and their notes) are not kept (the history)
+            name = f"{judge.get('backend')}:{judge.get('model')}"
+            if not any(name in n for n in board.notes):
+                board.notes.append(f"{rec['task']} judge {name}")
         exclusion = rec.get("exclusion", {})
         note = f"{exclusion.get('rule', '')} ({100 * exclusion.get('excluded_fraction_eval', 0):.2f}% of eval tokens)"
         if exclusion and note not in board.notes:
@@ -138,13 +148,21 @@ def fmt(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
-def cell(row: Row, col: Column) -> str:
+def signed(value: float | None) -> str:
+    """A difference, with its sign."""
+    return "–" if value is None else ("+" if value > 0 else "") + fmt(value)
+
+
+def with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
     """The value, with its 95% interval where the task gave one."""
-    text = fmt(row.values.get(col))
-    if col in row.intervals:
-        lo, hi = row.intervals[col]
-        text += f" [{lo:.2f}, {hi:.2f}]"
+    text = fmt(value)
+    if interval:
+        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
     return text
+
+
+def cell(row: Row, col: Column) -> str:
+    return with_interval(row.values.get(col), row.intervals.get(col))
 
 
 def to_markdown(boards: list[Leaderboard]) -> str:

@@ -14,6 +14,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DECOMPBENCH_HISTORY", "off")  # test runs stay out of the user's results history
 
 from bench.corpus import corpus_fingerprint, load_corpus  # noqa: E402
 from bench.harvest import HarvestSpec, harvest  # noqa: E402

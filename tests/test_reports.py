@@ -1,0 +1,107 @@
+"""`python -m bench report` on real result files: every format, the shipped JSON Schema, plots, escaping."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from reports.html import highlighted
+from reports.leaderboard import build_leaderboards, to_markdown
+from reports.plots import Chart, Point, Series, svg
+from reports.report import run_json, schema
+from reports.runs import load_run
+from tests.report_helpers import BASELINE, ONERROR, PAYLOAD, bench, copy_run, edit_result, inject
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The report of the smoke baseline, with the payloads planted in one autointerp feature."""
+    run = copy_run(tmp_path_factory.mktemp("runs") / "smoke")
+    edit_result(run, "sae-topk", "autointerp", inject)
+    out = tmp_path_factory.mktemp("report")
+    result = bench("report", "--results", str(run), "--out", str(out), "--history", str(out / "none.sqlite"))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_end_of_run_leaderboard_is_the_report(site):
+    """The run's own leaderboard.json (written by `bench run`) holds the boards `bench report` builds."""
+    run = load_run(BASELINE)
+    assert json.loads((BASELINE / "leaderboard.json").read_text())["boards"] == run_json(run)["boards"]
+    md = (site / "leaderboard.md").read_text()
+    assert to_markdown(build_leaderboards(run.trained, run.method_order)) in md
+    assert "## smollm2-135m · `blocks.12.hook_resid_post`" in md and "fvu ↓" in md and "**" in md
+    assert "autointerp judge" in md  # the judge is named
+
+
+def test_json_validates_against_the_shipped_schema(site):
+    jsonschema = pytest.importorskip("jsonschema", reason="pip install -e .[test] (jsonschema)")
+    report = json.loads((site / "report.json").read_text())
+    jsonschema.validate(report, schema())
+    (run,) = report["runs"]
+    (board,) = run["boards"]
+    assert {r["group"] for r in board["rows"]} == {"all", "top-k"}
+    assert any(r["intervals"] for r in board["rows"])  # autointerp's 95% intervals
+    assert any("reconstruction.fvu" in r["best"] for r in board["rows"])
+    with pytest.raises(jsonschema.ValidationError):  # the schema does constrain
+        jsonschema.validate({**report, "runs": [{**run, "boards": [{**board, "rows": [{"method": 1}]}]}]}, schema())
+
+
+def test_csv_has_a_row_per_value(site):
+    rows = list(csv.DictReader((site / "leaderboard.csv").open()))
+    report = json.loads((site / "report.json").read_text())
+    values = sum(1 for b in report["runs"][0]["boards"] for r in b["rows"] for v in r["metrics"].values()
+                 if v is not None)
+    assert len([r for r in rows if r["value"]]) == values
+    fvu = [r for r in rows if (r["method"], r["task"], r["metric"], r["codes"]) == ("sae-topk", "reconstruction", "fvu", "all")]
+    assert len(fvu) == 1 and fvu[0]["higher_is_better"] == "0"
+
+
+def test_html_site_is_self_contained_and_escapes_untrusted_text(site):
+    index = (site / "index.html").read_text()
+    (page,) = [p for p in site.glob("run-*.html")]
+    assert page.name in index
+    html = page.read_text()
+    assert PAYLOAD not in html and ONERROR not in html
+    assert "&lt;script&gt;window.__pwned" in html and "&lt;img src=x onerror=" in html
+    assert html.count("<script") == 1  # ours, admitted by hash in the Content-Security-Policy
+    assert not re.search(r"(src|href)=[\"']?(https?:)?//", html) and "<link" not in html  # nothing fetched
+    for chart in ("Sparsity–fidelity: L0 vs FVU", "Sparsity–fidelity: L0 vs loss recovered", "Autointerp score",
+                  "IOI patching", "Concept erasure", "Toy superposition"):
+        assert chart in html, chart
+    svgs = list((site / "plots").rglob("*.svg"))
+    assert len(svgs) >= 6
+    for path in svgs:
+        ET.fromstring(path.read_text())  # well-formed, so valid as a standalone file
+
+
+def test_highlight_marks_tokens_and_escapes_everything():
+    assert highlighted("a <<b>> c") == "a <mark>b</mark> c"
+    assert highlighted(f"{PAYLOAD} <<a<b>>") == ("&lt;script&gt;window.__pwned = 1; document.title = &#x27;pwned&#x27;"
+                                                "&lt;/script&gt; <mark>a&lt;b</mark>")
+
+
+def test_svg_is_deterministic_and_escapes_labels():
+    chart = Chart("t", "a <title>", "x", "y", [Series(PAYLOAD, [Point(1, 2, ONERROR, (1.5, 2.5)), Point(3, 1)])],
+                  x_log=True)
+    text = svg(chart)
+    assert text == svg(chart) and "<script" not in text and "<img" not in text
+    root = ET.fromstring(text)
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}circle")) == 2
+
+
+def test_report_errors_are_one_line(tmp_path):
+    for args, fragment in ((["--results", str(tmp_path / "nope")], "no such run directory"),
+                           (["--results", str(BASELINE), "--format", "pdf"], "unknown report format"),
+                           (["--results", str(BASELINE), "--format", "md"], "need --out")):
+        result = bench("report", *args)
+        assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_terminal_format_prints_the_tables():
+    result = bench("report", "--results", str(BASELINE))
+    assert result.returncode == 0 and "sae-topk" in result.stdout and "FVU" in result.stdout, result.stderr
