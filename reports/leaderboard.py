@@ -19,6 +19,7 @@ PRIMARY = {
     ("loss_recovered", "loss_recovered"): "loss rec.",
     ("loss_recovered", "loss_recovered_mean"): "loss rec. (mean abl.)",
     ("loss_recovered", "kl"): "KL",
+    ("loss_recovered", "kl_share"): "KL share",  # scale-free: what a control table compares
     ("toy_superposition", "mmcs"): "toy MMCS",
     ("toy_superposition", "recovered_fraction"): "toy recovered",
     ("sparse_probing", "auroc_k5"): "probe k=5",
