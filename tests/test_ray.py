@@ -23,7 +23,8 @@ from tests.test_cli import ROOT, bench
 ray = pytest.importorskip("ray")  # CI installs it with the test extra; this only guards a bare install
 
 GRID = ("run", "--preset", "smoke", "--layer", "3", "--methods", "pca[max_tokens=4000],sae-relu[epochs=0.5]",
-        "--tasks", "reconstruction,loss_recovered", "--threads", "2")
+        "--tasks", "reconstruction,loss_recovered[n_contexts=2]", "--threads", "1")
+HUNG = "loss_recovered[n_contexts=2] · pca[max_tokens=4000]@top"  # the unit whose worker the fault test kills
 IGNORED = {"timings", "created", "versions", "git_commit", "threads", "platform", "config", "config_fingerprint"}
 
 
@@ -64,7 +65,7 @@ def test_ray_gives_the_local_result_files(cluster, local_run, tmp_path):
 
 def test_a_killed_worker_costs_only_its_unit(cluster, local_run, tmp_path):
     out, pid_file = tmp_path / "ray", tmp_path / "hung.pid"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", HANG_UNIT: "loss_recovered · pca[max_tokens=4000]@top",
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", HANG_UNIT: HUNG,
            HANG_PID_FILE: str(pid_file)}
     proc = subprocess.Popen([sys.executable, "-m", "bench", *GRID, "--executor", "ray", "--ray-address", cluster,
                              "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

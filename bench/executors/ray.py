@@ -86,8 +86,8 @@ class _Schedule:
 
         self.ray, self.grid, self.console = ray, grid, console
         gpu = 1 if grid.cfg.device.startswith("cuda") else 0
-        self.remote = ray.remote(run_unit).options(num_cpus=1, num_gpus=gpu, max_retries=MAX_RETRIES,
-                                                  retry_exceptions=False)
+        self.remote = ray.remote(run_unit)
+        self.resources = dict(num_cpus=1, num_gpus=gpu, max_retries=MAX_RETRIES, retry_exceptions=False)
         self.args = (ray.put(grid.cfg), str(grid.out.resolve()), grid.threads, os.getcwd())
         self.refs: dict[Unit, Any] = {}
         self.pending: dict[Any, Unit] = {}
@@ -100,7 +100,7 @@ class _Schedule:
 
     def submit(self, unit: Unit, deps: list[Unit]) -> None:
         deps = list(dict.fromkeys(deps))
-        ref = self.remote.options(name=unit.name[:120]).remote(*self.args, unit, *(self.refs[d] for d in deps))
+        ref = self.remote.options(name=unit.name[:120], **self.resources).remote(*self.args, unit, *(self.refs[d] for d in deps))
         self.refs[unit], self.pending[ref], self.deps[unit] = ref, unit, deps
         self.progress.update(self.bar, total=len(self.refs))
 
