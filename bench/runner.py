@@ -147,7 +147,6 @@ class Runner:
         self.console.print(f"results: {self.out}/results  ·  leaderboard: {self.out}/leaderboard.md")
 
 
-
 def default_out(cfg: RunConfig) -> Path:
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}-{os.getpid()}"
 

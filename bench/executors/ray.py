@@ -1,6 +1,6 @@
 """The Ray executor: every unit a Ray task, dependencies as object references, artifacts by path.
 
-Each unit asks for one CPU (and one GPU with `--device cuda`); Ray runs as many at once as the cluster holds. A
+Each unit asks for as many CPUs as its torch threads (`--threads`; and one GPU with `--device cuda`); Ray runs as many at once as the cluster holds. A
 worker killed under a unit (lost node, OOM kill) is retried by Ray (`max_retries`); a unit that raises is not
 retried: it is reported, units that need it are not run, every other unit finishes, and the run ends non-zero
 naming them (a rerun with the same `--out` resumes). The cache directory and the run directory must be on a
@@ -73,6 +73,10 @@ class RayExecutor:
             if grid.cfg.device.startswith("cuda") and ray.cluster_resources().get("GPU", 0) < 1:
                 raise BenchError("--device cuda with --executor ray, but the Ray cluster has no GPU; start its nodes "
                                  "with GPUs (ray start --num-gpus N) or use --device cpu")
+            largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+            if largest < grid.threads:
+                raise BenchError(f"each unit computes with {grid.threads} torch threads but the largest Ray node has "
+                                 f"{largest:g} CPUs; pass --threads {max(1, int(largest))} (locally too, for equal numbers)")
             return _Schedule(ray, grid, runner.console).run(self.failures)
         finally:
             ray.shutdown()
@@ -87,7 +91,9 @@ class _Schedule:
         self.ray, self.grid, self.console = ray, grid, console
         gpu = 1 if grid.cfg.device.startswith("cuda") else 0
         self.remote = ray.remote(run_unit)
-        self.resources = dict(num_cpus=1, num_gpus=gpu, max_retries=MAX_RETRIES, retry_exceptions=False)
+        # A unit asks for as many CPUs as it runs torch threads: two 2-thread units on 2 cores would spin-wait
+        # on each other (several times slower), and the thread count must be the local one for equal numbers.
+        self.resources = dict(num_cpus=grid.threads, num_gpus=gpu, max_retries=MAX_RETRIES, retry_exceptions=False)
         self.args = (ray.put(grid.cfg), str(grid.out.resolve()), grid.threads, os.getcwd())
         self.refs: dict[Unit, Any] = {}
         self.pending: dict[Any, Unit] = {}
