@@ -114,12 +114,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from bench.config import check_local_assets, make_config
-    from bench.device import check_device
+    from bench.device import check_device, set_threads
     from bench.executors import ExecutorOptions, make_executor
     from bench.runner import Runner, default_out
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or torch.get_num_threads()
+    set_threads(threads)  # torch and BLAS alike, here and in every Ray worker: equal numbers need equal counts
     if args.executor == "ray":
         from bench.executors.ray import import_ray
 
@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BenchError(f"layer {args.layer} is out of range: use a block index >= 0 (--layer)")
     check_local_assets(cfg)
     executor = make_executor(ExecutorOptions(args.executor, args.ray_address))
-    Runner(cfg, args.out or default_out(cfg), executor=executor, threads=args.threads).run()
+    Runner(cfg, args.out or default_out(cfg), executor=executor, threads=threads).run()
     return 0
 
 

@@ -28,6 +28,15 @@ def check_device(device: str, here: bool = True, cuda_available: Callable[[], bo
     return device
 
 
+def set_threads(n: int) -> None:
+    """Compute with `n` threads in torch and in the BLAS/OpenMP pools numpy and scikit-learn use (PCA, ICA,
+    k-means): the thread count changes the order of floating-point sums, so equal numbers need equal counts."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(limits=n)
+
+
 def free_memory(device: str) -> int | None:
     """Free bytes on a CUDA device (None on the CPU, where the configured sizes stand)."""
     if not device.startswith("cuda"):

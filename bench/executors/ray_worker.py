@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench.config import RunConfig
+from bench.device import set_threads
 from bench.io import fingerprint
 from bench.units import EvalUnit, FitUnit, HarvestUnit, MatchedKUnit
 from bench.worker import Workspace
@@ -52,7 +51,7 @@ def _hang_if_asked(name: str) -> None:
 
 def run_unit(cfg: RunConfig, out: str, threads: int, cwd: str, unit, *dependencies: Any) -> dict[str, Any]:
     """Execute `unit` (its dependencies' results are only waited for). Returns its value and where it ran."""
-    torch.set_num_threads(threads)  # Ray starts workers with one thread: match the driver's for equal numbers
+    set_threads(threads)  # Ray starts workers with one thread: match the driver's for equal numbers
     if cwd and os.path.isdir(cwd):
         os.chdir(cwd)  # relative paths of the command line (--text, pretrained:DIR) mean what they meant there
     _hang_if_asked(unit.name)
