@@ -28,11 +28,13 @@ from bench.specs import split_specs
 
 
 def _add_run_options(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--model", default="smollm2-135m", help="registered model name or a local checkpoint directory")
+    cmd.add_argument("--model", default=None, help="registered model name or a local checkpoint directory "
+                     "(default: the preset's, smollm2-135m)")
     cmd.add_argument("--layer", type=int, default=None, help="block index of the hook (default: the model's)")
     cmd.add_argument("--hook-point", default="resid_post",
                      choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
-    cmd.add_argument("--preset", default="default", help="smoke | default")
+    cmd.add_argument("--preset", default="default", help="smoke | default | paper (Cunningham et al.: Pythia-70M-deduped "
+                     "and your --text; docs/scaling.md)")
     cmd.add_argument("--out", type=Path, default=None, help="run directory (default runs/<time>-<preset>); "
                      "an existing one is resumed")
     cmd.add_argument("--device", default="cpu", help="cpu | cuda")
@@ -41,6 +43,10 @@ def _add_run_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--matched-k", type=int, default=None, help="k for top-k rows (default: the SAE's L0)")
     cmd.add_argument("--threads", type=int, default=None, help="torch CPU threads (results are bit-reproducible "
                      "for a fixed seed and thread count)")
+    cmd.add_argument("--executor", default="local", choices=["local", "ray"],
+                     help="run the units in this process (local) or on a Ray cluster (ray; pip install -e .[ray])")
+    cmd.add_argument("--ray-address", default=None, help="with --executor ray: auto or HOST:PORT of a running cluster "
+                     "(default: a local Ray started for this run)")
     cmd.add_argument("--control", default=None, help="also run a control model and compare: random-init or "
                      "random-init-keep-embeddings (docs/controls.md)")
     judge = cmd.add_argument_group("LLM judge (task autointerp)")
@@ -60,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="harvest activations, fit methods, run tasks, print the leaderboard")
-    run.add_argument("--methods", default="all", help="comma-separated method specs, e.g. pca,sae-relu[l1_coeff=1e-3]")
+    run.add_argument("--methods", default=None, help="(default: the preset's, all) ""comma-separated method specs, e.g. pca,sae-relu[l1_coeff=1e-3]")
     run.add_argument("--tasks", default="all", help="comma-separated task specs, e.g. toy_superposition[scale=paper]")
     _add_run_options(run)
 
@@ -146,21 +152,30 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.config import make_config
+    from bench.config import check_local_assets, make_config
+    from bench.device import check_device, set_threads
+    from bench.executors import ExecutorOptions, make_executor
     from bench.runner import Runner, default_out
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device not in {"cpu", "cuda"} and not args.device.startswith("cuda:"):
-        raise BenchError(f"unknown device {args.device!r}; use cpu or cuda")
+    threads = args.threads or torch.get_num_threads()
+    set_threads(threads)  # torch and BLAS alike, here and in every Ray worker: equal numbers need equal counts
+    if args.executor == "ray":
+        from bench.executors.ray import import_ray
+
+        import_ray()  # a missing extra is a one-line error before any work
+    check_device(args.device, here=args.executor == "local")  # with Ray the GPUs are the workers' (checked there)
+    if args.ray_address and args.executor != "ray":
+        raise BenchError("--ray-address needs --executor ray")
     cfg = make_config(
-        args.preset, model=args.model, layer=args.layer, hook_point=args.hook_point, methods=(args.methods,),
-        tasks=(args.tasks,), device=args.device, seed=args.seed, text=args.text, matched_k=args.matched_k,
-        judge=judge_config(args, args.preset), control=args.control,
+        args.preset, model=args.model, layer=args.layer, hook_point=args.hook_point,
+        methods=(args.methods,) if args.methods else None, tasks=(args.tasks,), device=args.device, seed=args.seed,
+        text=args.text, matched_k=args.matched_k, judge=judge_config(args, args.preset), control=args.control,
     )
     if args.layer is not None and args.layer < 0:
         raise BenchError(f"layer {args.layer} is out of range: use a block index >= 0 (--layer)")
-    Runner(cfg, args.out or default_out(cfg)).run()
+    check_local_assets(cfg)
+    executor = make_executor(ExecutorOptions(args.executor, args.ray_address))
+    Runner(cfg, args.out or default_out(cfg), executor=executor, threads=threads).run()
     return 0
 
 
@@ -413,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except BenchError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted: finished results are kept; rerun with the same --out to resume")

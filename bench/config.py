@@ -71,7 +71,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         task_params={"loss_recovered": dict(n_contexts=16), "toy_superposition": dict(scale="fast")},
     ),
+    # Cunningham et al. 2023 (../shared/notes/paper.md): Pythia-70M-deduped residual stream (layer 2 by default,
+    # --layer 0..5 for the others), tied ReLU SAE without decoder bias, R = 2, alpha = 8.6e-4, Adam 1e-3,
+    # batch 1024, no warm-up, decay or resampling; 256-token Pile contexts (--text), 10 M training activations.
+    # Our L1 acts on activations scaled to E||x||^2 = d_model, so alpha is the paper's only up to that scale.
+    "paper": dict(
+        model="pythia-70m-deduped",
+        methods=("sae-relu,neurons,pca,ica,random",),
+        ctx_len=256,
+        train_contexts=40_000,  # 10.2 M tokens (21 GB of float32 activations at d_model 512)
+        eval_contexts=512,
+        method_params={
+            "sae-*": dict(dict_ratio=2.0, lr=1e-3, batch_size=1024, epochs=1.0, warmup_steps=0, decay_fraction=0.0),
+            "sae-relu": dict(tied=True, decoder_bias=False, l1_coeff=8.6e-4, dead_latents="none"),
+            "random": dict(dict_ratio=2.0),
+            "ica": dict(max_tokens=50_000, max_iter=200),
+        },
+        task_params={"loss_recovered": dict(n_contexts=64), "toy_superposition": dict(scale="paper"),
+                     "autointerp": dict(n_features=150, window=64, n_explain=5, n_score_top=5, n_score_sampled=5)},
+    ),
 }
+NEEDS_LOCAL_ASSETS = ("paper",)  # presets whose model and text the user provides
 
 
 def make_config(preset: str = "default", **overrides: Any) -> RunConfig:
@@ -80,3 +100,19 @@ def make_config(preset: str = "default", **overrides: Any) -> RunConfig:
     values = dict(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
     return replace(RunConfig(), preset=preset, **values)
+
+
+def check_local_assets(cfg: RunConfig) -> None:
+    """For a preset that needs the user's own model and text (`paper`): one line naming everything missing."""
+    if cfg.preset not in NEEDS_LOCAL_ASSETS:
+        return
+    from bench.models import hub_model_missing, resolve_model
+
+    missing = []
+    if hint := hub_model_missing(resolve_model(cfg.model)):
+        missing.append(hint)
+    if cfg.text is None:
+        missing.append("Pile-like text: pass --text FILE.jsonl (one {\"text\": ...} per line, .txt also works) or the "
+                       "name of a Hugging Face dataset in the local cache")
+    if missing:
+        raise BenchError(f"--preset {cfg.preset} needs what is not here: " + "; and ".join(missing))

@@ -147,6 +147,18 @@ def _hub_local_dir(entry: ModelEntry) -> Path:
         ) from None
 
 
+def hub_model_missing(entry: ModelEntry) -> str | None:
+    """What is missing for a hub model to load offline (None if it is there, or if the model is not a hub one)."""
+    if entry.hub_id is None:
+        return None
+    try:
+        _hub_local_dir(entry)
+    except BenchError:
+        return (f"{entry.hub_id} in the local Hugging Face cache (on a machine with internet run "
+                f"`huggingface-cli download {entry.hub_id}` and copy ~/.cache/huggingface here, or pass --model DIR)")
+    return None
+
+
 def _converted_dir(entry: ModelEntry) -> Path:
     return cache_dir() / "models" / entry.name
 

@@ -1,0 +1,318 @@
+"""The run as units of work, and the plan that orders them.
+
+    harvest (model, hook) ──▶ fit (methods sharing a pass over one store) ──▶ matched k ──▶ evaluate (rows × task)
+
+A unit names what it reads and writes; artifacts travel by path, so a unit needs nothing but the run
+configuration, the cache directory and the run directory:
+
+- `HarvestUnit` writes the activation store `<cache>/activations/<model>/<hook>/<key>/`.
+- `FitUnit` reads the store and writes `<side root>/dictionaries/<label>/` for each of its methods (SAEs that can
+  share a pass over the data train together: one unit).
+- `MatchedKUnit` reads the first sparse method's dictionary and the eval split; it returns k, the L0 that the
+  dense methods' top-k rows match. A control uses the trained side's k: its evaluations wait on that unit.
+- `EvalUnit` reads dictionaries and the store and writes `<side root>/results/*.json`, one per row. One unit
+  per (row, task); a task with the LLM judge takes all its rows in one unit, so the judge loads once.
+
+The evaluations are planned once k is known (their labels, `pca@top35`, and resume keys depend on it).
+Executors (`bench.executors`) run the units; `bench.worker` executes one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import methods as method_registry
+import tasks as task_registry
+from bench.config import RunConfig
+from bench.dictionary import CONFIG_FILE
+from bench.errors import BenchError
+from bench.harvest import HarvestSpec
+from bench.io import fingerprint
+from bench.results import read_result, result_path
+from bench.specs import canonical_label, expand_spec, parse_spec
+from methods.base import Method
+from methods.sae import SAEMethod
+from methods.trainer import group_key
+from tasks.base import Task
+
+
+@dataclass(frozen=True)
+class Side:
+    """The trained model (`control` None) or a control of it, with where its dictionaries, checkpoints and
+    results go (`root`) and its activations (`spec`: a control's model fingerprint names the control)."""
+
+    control: str | None
+    root: Path
+    spec: HarvestSpec
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.control is None else f"\\[{self.control}] "  # rich markup: \\[ is a literal [
+
+    @property
+    def tag(self) -> str:
+        """The prefix as plain text (failure reports)."""
+        return "" if self.control is None else f"[{self.control}] "
+
+    def dictionary_dir(self, label: str) -> Path:
+        return self.root / "dictionaries" / label.replace("/", "_")
+
+    def result_path(self, label: str, task_label: str) -> Path:
+        return result_path(self.root, self.spec.model, self.spec.hook, label, task_label)
+
+
+@dataclass(frozen=True)
+class HarvestUnit:
+    side: Side
+
+    @property
+    def name(self) -> str:
+        return f"{self.side.tag}harvest {self.side.spec.hook}"
+
+
+@dataclass(frozen=True)
+class FitUnit:
+    side: Side
+    labels: tuple[str, ...]
+    cached: bool = False  # every label had a dictionary in the run directory when planned: only checked
+
+    @property
+    def name(self) -> str:
+        return f"{self.side.tag}fit {', '.join(self.labels)}"
+
+
+@dataclass(frozen=True)
+class MatchedKUnit:
+    side: Side
+    reference: str  # the sparse method whose L0 on the eval split sets k
+
+    @property
+    def name(self) -> str:
+        return f"{self.side.tag}matched k ({self.reference})"
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One scored dictionary: a fitted method (`base`), or a dense one cut to its top-k codes (`topk`)."""
+
+    base: str
+    matched_k: int | None = None
+    topk: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.base}@top{self.matched_k}" if self.topk else self.base
+
+
+@dataclass(frozen=True)
+class EvalUnit:
+    side: Side
+    task: str  # the task's label
+    rows: tuple[EvalRow, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.side.tag}{self.task} · {', '.join(r.label for r in self.rows)}"
+
+
+Unit = HarvestUnit | FitUnit | MatchedKUnit | EvalUnit
+
+
+# --- methods and tasks from the configuration --------------------------------------------------------------
+def expand_names(requested: tuple[str, ...], registry: dict[str, Any]) -> list[str]:
+    """("all",) -> every registered name (but those that need an argument, `in_all = False`); comma-separated items
+    are split; order kept, duplicates dropped."""
+    from bench.specs import split_specs
+
+    names: list[str] = []
+    for item in requested:
+        for name in split_specs(item):
+            if name == "all":
+                names.extend(n for n, cls in registry.items() if getattr(cls, "in_all", True))
+            else:
+                names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def preset_params(presets: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    """A preset's settings for `name`: those of every matching pattern (`sae-*`), then the exact name's."""
+    from fnmatch import fnmatch
+
+    merged: dict[str, Any] = {}
+    for pattern, params in presets.items():
+        if pattern != name and fnmatch(name, pattern):
+            merged.update(params)
+    merged.update(presets.get(name, {}))
+    return merged
+
+
+def _configure(requested: tuple[str, ...], registry: dict[str, Any], presets: dict[str, dict[str, Any]],
+               build, exclude: frozenset[str] = frozenset()) -> list[tuple[str, Any]]:
+    """(label, object) per requested spec, sweeps expanded; labels name the settings that differ from the preset."""
+    built = []
+    specs = [s for item in expand_names(requested, registry) for s in expand_spec(item)]
+    for spec in dict.fromkeys(specs):
+        defaults = preset_params(presets, parse_spec(spec)[0])
+        obj = build(spec, defaults)
+        built.append((canonical_label(obj, defaults, exclude), obj))
+    return built
+
+
+def build_methods(cfg: RunConfig) -> list[tuple[str, Method]]:
+    return _configure(cfg.methods, method_registry.REGISTRY, cfg.method_params,
+                      lambda s, d: method_registry.build_method(s, d, cfg.seed, cfg.device), frozenset({"seed", "device"}))
+
+
+def build_tasks(cfg: RunConfig) -> list[tuple[str, Task]]:
+    return _configure(cfg.tasks, task_registry.REGISTRY, cfg.task_params, task_registry.build_task)
+
+
+def side_work(side: Side, built: list[tuple[str, Method]], task_list: list[tuple[str, Task]]):
+    """The methods and tasks a side runs: a control leaves out what it cannot change, methods that are not
+    fitted on the activations (a released SAE) and tasks that never read the model (toy_superposition)."""
+    if side.control is None:
+        return built, task_list
+    return ([(label, m) for label, m in built if m.refittable],
+            [(label, t) for label, t in task_list if t.depends_on_model])
+
+
+def resume_key(cfg: RunConfig, side: Side, method: Method, matched_k: int | None, task: Task) -> str:
+    """What must match for a result on disk to stand for this one."""
+    key = {"activations": side.spec.key(), "method": asdict(method), "matched_k": matched_k,
+           "task": task.name, "task_params": asdict(task), "seed": cfg.seed}
+    if side.control is not None:  # (also in the activations' key; the trained side's key is as it always was)
+        key["control"] = side.control
+    if task.needs_judge:
+        key["judge"] = cfg.judge.identity()
+    return fingerprint(key)
+
+
+# --- the plan ------------------------------------------------------------------------------------------------
+@dataclass
+class SidePlan:
+    """One side's harvest and fits, and how its k is found: measured by `k_unit`, fixed (`k`), or taken from the
+    trained side (`k_from_trained`)."""
+
+    side: Side
+    methods: list[tuple[str, Method]]
+    tasks: list[tuple[str, Task]]
+    harvest: HarvestUnit
+    fits: list[FitUnit]
+    reference: str | None  # the first sparse method in --methods order (registry order for `all`)
+    k: int | None = None
+    k_unit: MatchedKUnit | None = None
+    k_from_trained: bool = False
+
+    def fit_of(self, label: str) -> FitUnit:
+        return next(u for u in self.fits if label in u.labels)
+
+
+def plan_side(cfg: RunConfig, side: Side, built: list[tuple[str, Method]], task_list: list[tuple[str, Task]]) -> SidePlan:
+    """Harvest, fit units (SAEs sharing `group_key` together; a dictionary already in the run directory gets a unit
+    of its own that only checks it) and the matched-k step of one side."""
+    fits: list[FitUnit] = []
+    groups: dict[tuple, list[str]] = {}
+    for label, method in built:
+        if (side.dictionary_dir(label) / CONFIG_FILE).exists():
+            fits.append(FitUnit(side, (label,), cached=True))
+        else:
+            key = group_key(method) if isinstance(method, SAEMethod) else ("alone", label)
+            groups.setdefault(key, []).append(label)
+    fits.extend(FitUnit(side, tuple(labels)) for labels in groups.values())
+    reference = next((label for label, m in built if m.sparse), None)
+    plan = SidePlan(side, built, task_list, HarvestUnit(side), fits, reference)
+    if side.control is not None:
+        plan.k_from_trained = True  # each top-k row compares the same sparsity on both sides
+    elif all(m.sparse for _, m in built):
+        plan.k = None
+    elif cfg.matched_k is not None:
+        plan.k = cfg.matched_k
+    elif reference is not None:
+        plan.k_unit = MatchedKUnit(side, reference)
+    return plan
+
+
+class KUnknown:
+    """k could not be measured (its unit failed): rows that depend on it are left out."""
+
+
+@dataclass
+class EvalPlan:
+    """A side's evaluations: records already on disk (by task) and the units still to run, in task order."""
+
+    done: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    units: list[EvalUnit] = field(default_factory=list)
+    left_out: int = 0  # rows that need a k that could not be measured
+
+    def ordered(self, results: dict[EvalUnit, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Records per task: those found on disk, then the new ones in row order."""
+        out: list[dict[str, Any]] = []
+        for task_label, done in self.done.items():
+            out.extend(done)
+            for unit in self.units:
+                if unit.task == task_label:
+                    out.extend(results.get(unit, []))
+        return out
+
+
+def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -> EvalPlan:
+    """Rows (each method; the reference stands at k; dense methods again at top-k) × tasks, minus results already
+    on disk. A result from other settings is refused rather than mixed or overwritten."""
+    side, by_label = plan.side, dict(plan.methods)
+    unknown = k is KUnknown
+    rows: list[EvalRow] = []
+    out = EvalPlan()
+    for label, _ in plan.methods:
+        if label == plan.reference and k is not None:
+            if unknown:
+                continue
+            rows.append(EvalRow(label, k))
+        else:
+            rows.append(EvalRow(label))
+    if k is not None and not unknown:
+        rows.extend(EvalRow(label, k, True) for label, m in plan.methods if label != plan.reference and not m.sparse)
+    for task_label, task in plan.tasks:
+        out.done[task_label] = []
+        todo: list[EvalRow] = []
+        if unknown:  # the reference's row and the dense methods' top-k rows wait for a rerun
+            out.left_out += (plan.reference is not None) + task.topk_rows * sum(not m.sparse for _, m in plan.methods)
+        for row in rows:
+            method = by_label[row.base]
+            if row.topk and not task.topk_rows:
+                continue
+            if task.refits and not method.refittable:
+                continue
+            path = side.result_path(row.label, task_label)
+            existing = read_result(path)
+            if existing is None:
+                todo.append(row)
+            elif existing.get("resume_key") != resume_key(cfg, side, method, row.matched_k, task):
+                raise BenchError(f"{path} holds a result from other settings; use a new --out "
+                                 "(finished results there are kept)")
+            else:
+                out.done[task_label].append(existing)
+        if todo and task.needs_judge:  # one judge per unit: loaded once for all rows
+            out.units.append(EvalUnit(side, task_label, tuple(todo)))
+        else:
+            out.units.extend(EvalUnit(side, task_label, (row,)) for row in todo)
+    return out
+
+
+def judge_work_left(plan: SidePlan) -> bool:
+    """Whether a judge task still lacks a result for some method (a finished run resumes without its judge)."""
+    return any(not plan.side.result_path(label, task_label).exists()
+               for task_label, task in plan.tasks if task.needs_judge
+               for label, method in plan.methods if method.refittable or not task.refits)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Everything an executor needs: the configuration, the run directory, the sides' plans, and the torch thread
+    count every unit runs with (results are bit-reproducible for a fixed seed and thread count)."""
+
+    cfg: RunConfig
+    out: Path
+    plans: tuple[SidePlan, ...]
+    threads: int

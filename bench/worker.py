@@ -1,0 +1,295 @@
+"""Executes one unit of `bench.units` in this process, from paths alone.
+
+A `Workspace` is what one process keeps between units: the subject model, opened activation stores, prepared
+tasks (loss_recovered's clean logits, autointerp's calibrated judge) and the judge. The local executor uses one
+for the whole run; a Ray worker keeps one per process (`bench.executors.ray_worker`), so a worker that evaluates
+many rows of one task prepares it once. Every unit seeds what it draws (the fit from the run seed as the local
+run always did, each evaluation likewise), so the order in which units run does not change a number.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from bench.config import RunConfig
+from bench.corpus import Document, load_corpus
+from bench.device import check_sae_batch, harvest_batch
+from bench.dictionary import CONFIG_FILE, Dictionary, TopKDictionary, load_dictionary
+from bench.errors import BenchError
+from bench.harvest import harvest
+from bench.io import fingerprint
+from bench.judge import Judge, make_judge
+from bench.models import SubjectModel, load_model
+from bench.results import environment, now, read_result, write_result
+from bench.store import ActivationStore, read_manifest
+from bench.units import EvalRow, EvalUnit, FitUnit, HarvestUnit, MatchedKUnit, Side, build_methods, build_tasks, resume_key
+from methods.base import Method
+from methods.sae import SAEMethod
+from methods.trainer import Checkpointing, train_saes
+from tasks.base import Task, TaskContext
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Fitted:
+    """A dictionary ready for the tasks, with where it came from (tasks never see this)."""
+
+    label: str
+    method: Method
+    dictionary: Dictionary
+    fit_seconds: float
+    fit_info: dict[str, Any]
+    matched_k: int | None = None
+
+
+@dataclass
+class EvalHooks:
+    """Progress of an evaluation unit: prepared, each row started and finished, the task's own steps."""
+
+    prepared: Callable[[], None] = lambda: None
+    start: Callable[[str], None] = lambda label: None
+    done: Callable[[str], None] = lambda label: None
+    detail: ProgressFn | None = None
+
+
+class Workspace:
+    """Runs units for one configuration and run directory; holds what is worth keeping between them."""
+
+    def __init__(self, cfg: RunConfig, out: Path, judge_loader: Callable[[], Judge] | None = None,
+                 docs: list[Document] | None = None, keep_prepared: int | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self._judge_loader = judge_loader
+        self._judge: Judge | None = None
+        self._docs = docs
+        self._models: dict[str | None, SubjectModel] = {}
+        self._stores: dict[str, ActivationStore] = {}
+        self._prepared: OrderedDict[tuple[str | None, str], tuple[Task, TaskContext]] = OrderedDict()
+        self._keep_prepared = keep_prepared  # None: every prepared task of the side stays (the local run)
+        self._env: dict[str, Any] | None = None
+
+    # --- what is kept between units ------------------------------------------------------------------------
+    def model(self, control: str | None = None) -> SubjectModel:
+        if control not in self._models:
+            self.release_other(control)
+            self._models[control] = load_model(self.cfg.model, self.cfg.device, control, self.cfg.seed)
+        return self._models[control]
+
+    def judge(self) -> Judge:
+        if self._judge_loader is not None:
+            return self._judge_loader()
+        if self._judge is None:
+            self._judge = make_judge(self.cfg.judge)
+        return self._judge
+
+    def store(self, side: Side) -> ActivationStore:
+        key = side.spec.key()
+        if key not in self._stores:
+            self._stores[key] = ActivationStore.open(side.spec.path())
+        return self._stores[key]
+
+    def env(self) -> dict[str, Any]:
+        if self._env is None:
+            self._env = environment()
+        return self._env
+
+    def release_other(self, control: str | None) -> None:
+        """Let go of another side's model and prepared tasks: one side in memory at a time."""
+        for other in [c for c in self._models if c != control]:
+            del self._models[other]
+        for key in [k for k in self._prepared if k[0] != control]:
+            del self._prepared[key]
+
+    def release(self, control: str | None) -> None:
+        """Let go of this side's model and prepared tasks."""
+        self._models.pop(control, None)
+        for key in [k for k in self._prepared if k[0] == control]:
+            del self._prepared[key]
+
+    def close(self) -> None:
+        self._models.clear()
+        self._prepared.clear()
+        if self._judge is not None:
+            self._judge.close()
+            self._judge = None
+
+    # --- harvest -------------------------------------------------------------------------------------------
+    def harvest(self, unit: HarvestUnit, progress: ProgressFn | None = None) -> dict[str, Any]:
+        side = unit.side
+        manifest = read_manifest(side.spec.path())
+        if manifest is None or not manifest.get("complete"):
+            docs = self._docs if self._docs is not None else load_corpus(self.cfg.text)
+            model = self.model(side.control)
+            batch = harvest_batch(self.cfg.harvest_batch, self.cfg.device, side.spec.ctx_len, model)
+            harvest(side.spec, docs, lambda: model, batch, progress)
+        store = self.store(side)
+        return {"key": side.spec.key(), "d_model": store.d_model, "train_tokens": store.train.n_tokens}
+
+    # --- fit -----------------------------------------------------------------------------------------------
+    def methods(self) -> dict[str, Method]:
+        """Fresh method objects by label (a fit records what it learned about itself on the object)."""
+        return dict(build_methods(self.cfg))
+
+    def load_fitted(self, side: Side, label: str, method: Method, store: ActivationStore) -> Fitted | None:
+        """The dictionary the run directory holds for `label`, checked against the settings; None if absent."""
+        directory = side.dictionary_dir(label)
+        if not (directory / CONFIG_FILE).exists():
+            return None
+        dictionary = load_dictionary(directory, self.cfg.device)
+        if dictionary.d_in != store.d_model:
+            raise BenchError(f"dictionary {directory} has dimension {dictionary.d_in} but the hook gives "
+                             f"{store.d_model}; use another --out or delete that directory")
+        meta = json.loads((directory / CONFIG_FILE).read_text())["meta"]
+        if meta.get("params") != asdict(method) or meta.get("activations") != store.manifest["key"]:
+            raise BenchError(f"{directory} was fitted with other settings or activations; "
+                             "use a new --out (finished results there are kept)")
+        return Fitted(label, method, dictionary, meta.get("fit_seconds", 0.0), meta.get("fit_info", {}))
+
+    def fit(self, unit: FitUnit, progress: ProgressFn | None = None) -> dict[str, float]:
+        """Fit the unit's methods that have no dictionary yet (SAEs in one shared pass) and save them; check the
+        others. Returns each label's fit seconds (a shared pass: each SAE's share)."""
+        side, store, methods = unit.side, self.store(unit.side), self.methods()
+        members = []
+        seconds: dict[str, float] = {}
+        for label in unit.labels:
+            cached = self.load_fitted(side, label, methods[label], store)
+            if cached is None:
+                members.append((label, methods[label]))
+            else:
+                seconds[label] = cached.fit_seconds
+        if not members:
+            return seconds
+        labels = [label for label, _ in members]
+        torch.manual_seed(self.cfg.seed)
+        start = time.perf_counter()
+        if isinstance(members[0][1], SAEMethod):
+            check_sae_batch([m for _, m in members], store.d_model)
+            ckpt = Checkpointing(side.root / "checkpoints" / fingerprint(labels))
+            dictionaries = train_saes([m for _, m in members], store.train, progress, ckpt)
+        else:
+            dictionaries = [members[0][1].fit(store.train, progress)]
+        share = (time.perf_counter() - start) / len(members)
+        for (label, method), dictionary in zip(members, dictionaries, strict=True):
+            dictionary.save(side.dictionary_dir(label), {
+                "method": label, "params": asdict(method), "fit_seconds": share, "fit_info": method.fit_info_,
+                "activations": store.manifest["key"], "hook": store.hook, "model": store.manifest["spec"]["model"],
+                "control": side.control})
+            seconds[label] = share
+        return seconds
+
+    # --- matched k -----------------------------------------------------------------------------------------
+    def matched_k(self, unit: MatchedKUnit) -> int:
+        """The reference sparse method's L0 on (up to 8,192 tokens of) the eval split, rounded, at least 1."""
+        side, store = unit.side, self.store(unit.side)
+        reference = self.load_fitted(side, unit.reference, self.methods()[unit.reference], store)
+        if reference is None:
+            raise BenchError(f"{side.dictionary_dir(unit.reference)}: no dictionary to match k on; rerun the fit")
+        x = store.eval.kept_activations(min(store.eval.n_kept, 8192), seed=self.cfg.seed).to(self.cfg.device)
+        with torch.inference_mode():
+            l0 = (reference.dictionary.to(self.cfg.device).encode(x) != 0).float().sum(-1).mean().item()
+        return max(1, round(l0))
+
+    # --- evaluate ------------------------------------------------------------------------------------------
+    def prepared_task(self, side: Side, task_label: str, detail: ProgressFn | None = None) -> tuple[Task, TaskContext]:
+        """The task prepared on this side's store and model, once per process (a fresh object per side)."""
+        key = (side.control, task_label)
+        if key not in self._prepared:
+            self.release_other(side.control)
+            task = dict(build_tasks(self.cfg))[task_label]
+            ctx = TaskContext(store=self.store(side), hook=side.spec.hook, model_loader=lambda: self.model(side.control),
+                              seed=self.cfg.seed, device=self.cfg.device, judge_loader=self.judge, progress=detail)
+            task.prepare(ctx)
+            self._prepared[key] = (task, ctx)
+            while self._keep_prepared is not None and len(self._prepared) > self._keep_prepared:
+                self._prepared.popitem(last=False)
+        self._prepared.move_to_end(key)
+        return self._prepared[key]
+
+    def fitted_row(self, side: Side, row: EvalRow, method: Method, store: ActivationStore) -> Fitted:
+        f = self.load_fitted(side, row.base, method, store)
+        if f is None:
+            raise BenchError(f"{side.dictionary_dir(row.base)}: no fitted dictionary; rerun to fit it")
+        if row.topk:
+            return Fitted(row.label, method, TopKDictionary.wrap(f.dictionary, row.matched_k), f.fit_seconds,
+                          f.fit_info, row.matched_k)
+        return replace(f, matched_k=row.matched_k)
+
+    def evaluate(self, unit: EvalUnit, hooks: EvalHooks | None = None) -> list[dict[str, Any]]:
+        """Score each row's dictionary on the task and write its result; a row whose result is already there
+        (a retried unit) is read back, not rewritten."""
+        hooks = hooks or EvalHooks()
+        side, store, methods = unit.side, self.store(unit.side), self.methods()
+        task, task_ctx = self.prepared_task(side, unit.task, hooks.detail)
+        hooks.prepared()
+        records = []
+        for row in unit.rows:
+            method = methods[row.base]
+            path = side.result_path(row.label, unit.task)
+            key = resume_key(self.cfg, side, method, row.matched_k, task)
+            existing = read_result(path)
+            if existing is not None and existing.get("resume_key") == key:
+                records.append(existing)
+                hooks.done(row.label)
+                continue
+            f = self.fitted_row(side, row, method, store)
+            hooks.start(row.label)
+            start = time.perf_counter()
+            method_ctx = replace(task_ctx, refit=self.refitter(method)) if task.refits else task_ctx
+            torch.manual_seed(self.cfg.seed)  # tasks draw from their own seeded generators; this guards any other
+            with torch.inference_mode(not (task.refits or task.needs_grad)):
+                output = task.evaluate(f.dictionary, method_ctx)
+            record = self.record(f, unit.task, task, output, store, side, time.perf_counter() - start, key)
+            write_result(path, record)
+            records.append(record)
+            hooks.done(row.label)
+        return records
+
+    def refitter(self, method: Method):
+        """A fresh copy of `method` (same settings and seed) fitted on data it is given."""
+
+        def refit(data) -> Dictionary:
+            torch.manual_seed(self.cfg.seed)
+            return type(method)(**asdict(method)).fit(data)
+
+        return refit
+
+    def record(self, f: Fitted, task_label: str, task: Task, output, store: ActivationStore, side: Side,
+               task_s: float, key: str) -> dict[str, Any]:
+        spec, cfg = side.spec, self.cfg
+        return {
+            "resume_key": key,
+            "model": spec.model,
+            "hook": spec.hook,
+            "control": side.control,  # None: the trained model; reports.controls pairs the two sides
+            "method": f.label,
+            "method_name": f.method.name,
+            "method_params": asdict(f.method),
+            "sparse": f.method.sparse,
+            "matched_k": f.matched_k,
+            "fit_info": f.fit_info,
+            "task": task_label,
+            "task_name": task.name,
+            "task_params": asdict(task),
+            **({"judge": cfg.judge.identity()} if task.needs_judge else {}),
+            "metrics": {name: m.to_json() for name, m in output.metrics.items()},
+            "details": output.details,
+            "exclusion": store.exclusion_record(),
+            "activations": {"key": spec.key(), "corpus": spec.corpus_fingerprint, "ctx_len": spec.ctx_len,
+                            "train_tokens": store.train.n_tokens, "eval_tokens": store.eval.n_tokens,
+                            "model_fingerprint": spec.model_fingerprint},
+            "seed": cfg.seed,
+            "device": cfg.device,
+            "config": asdict(cfg),
+            "config_fingerprint": fingerprint(asdict(cfg)),
+            **self.env(),
+            "timings": {"fit_seconds": f.fit_seconds, "task_seconds": task_s},
+            "created": now(),
+        }

@@ -1,0 +1,86 @@
+"""`--executor ray` on a real local Ray cluster (head on 127.0.0.1, 2 CPUs): the same result files as the local
+executor, and a worker killed mid-grid costs nothing but a rerun of its unit.
+
+The grid is the smallest that has every unit kind: harvest, two fits, matched k and evaluations with and without
+the model (reconstruction, loss_recovered), at layer 3 of SmolLM2 (the store test_controls uses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.executors.ray_worker import HANG_PID_FILE, HANG_UNIT
+from tests.test_cli import ROOT, bench
+
+ray = pytest.importorskip("ray")  # CI installs it with the test extra; this only guards a bare install
+
+GRID = ("run", "--preset", "smoke", "--layer", "3", "--methods", "pca[max_tokens=4000],sae-relu[epochs=0.5]",
+        "--tasks", "reconstruction,loss_recovered[n_contexts=2]", "--threads", "1")
+HUNG = "loss_recovered[n_contexts=2] · pca[max_tokens=4000]@top"  # the unit whose worker the fault test kills
+IGNORED = {"timings", "created", "versions", "git_commit", "threads", "platform", "config", "config_fingerprint"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray head on 127.0.0.1 with 2 CPUs, started by this process and shut down after the module."""
+    context = ray.init(address=None, num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                       object_store_memory=128 * 2**20, logging_level="warning")
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "run"
+    result = bench(*GRID, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def comparable(out: Path) -> dict[str, dict]:
+    """Every result file's content but what says when, where and how long."""
+    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in IGNORED}
+            for p in sorted((out / "results").glob("*.json"))}
+
+
+def test_ray_gives_the_local_result_files(cluster, local_run, tmp_path):
+    out = tmp_path / "ray"
+    result = bench(*GRID, "--executor", "ray", "--ray-address", cluster, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    local, remote = comparable(local_run), comparable(out)
+    assert len(local) == 6 and local == remote  # 3 rows (pca, pca@topK, sae-relu) x 2 tasks, number for number
+    units = json.loads((out / "units.json").read_text())["units"]
+    assert {u["kind"] for u in units} == {"HarvestUnit", "FitUnit", "MatchedKUnit", "EvalUnit"}
+    assert all(u["status"] == "ok" for u in units) and len({u["pid"] for u in units}) >= 2  # really spread out
+    assert (out / "leaderboard.md").read_text() == (local_run / "leaderboard.md").read_text()
+
+
+def test_a_killed_worker_costs_only_its_unit(cluster, local_run, tmp_path):
+    out, pid_file = tmp_path / "ray", tmp_path / "hung.pid"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", HANG_UNIT: HUNG,
+           HANG_PID_FILE: str(pid_file)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *GRID, "--executor", "ray", "--ray-address", cluster,
+                             "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 240
+    while not (pid_file.exists() and any((out / "results").glob("*.json"))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    time.sleep(0.5)  # units running beside the hung one may finish writing
+    finished = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "results").glob("*.json")}
+    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)  # the worker process, mid-unit
+
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-3000:]
+    attempts = pid_file.read_text().split()
+    assert len(attempts) == 2 and attempts[0] != attempts[1]  # the lost unit ran again, in another worker
+    assert finished and all((p.stat().st_mtime_ns, p.read_bytes()) == v for p, v in finished.items())  # kept as is
+    assert comparable(out) == comparable(local_run)

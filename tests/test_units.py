@@ -1,0 +1,104 @@
+"""The grid's plan, GPU sizing and the paper preset, without the model: what can be checked in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.config import make_config
+from bench.device import check_device, check_sae_batch, context_bytes, scaled_batch
+from bench.errors import BenchError
+from bench.harvest import HarvestSpec
+from bench.store import ExclusionRule
+from bench.units import KUnknown, Side, build_methods, build_tasks, plan_evals, plan_side
+from tests.test_cli import assert_one_line_error, bench
+
+SPEC = HarvestSpec("m", "fp", "blocks.3.hook_resid_post", "corpus", 64, 8, 4, ExclusionRule())
+
+
+def _plan(tmp_path: Path, methods: str, tasks: str = "reconstruction,toy_superposition,autointerp", **kw):
+    cfg = make_config("smoke", methods=(methods,), tasks=(tasks,), **kw)
+    return cfg, plan_side(cfg, Side(None, tmp_path, SPEC), build_methods(cfg), build_tasks(cfg))
+
+
+def test_plan_groups_saes_sharing_a_pass_and_measures_k_on_the_first_sparse_method(tmp_path):
+    cfg, plan = _plan(tmp_path, "pca,sae-topk[k=8|16],sae-relu,sae-relu[batch_size=128]")
+    assert [u.labels for u in plan.fits] == [("pca",), ("sae-topk[k=8]", "sae-topk[k=16]", "sae-relu"),
+                                             ("sae-relu[batch_size=128]",)]
+    assert plan.k_unit.reference == "sae-topk[k=8]" and plan.fit_of("sae-topk[k=8]") is plan.fits[1]
+
+    evals = plan_evals(cfg, plan, 12)
+    by_task = {t: [r.label for u in evals.units if u.task == t for r in u.rows] for t, _ in plan.tasks}
+    assert by_task["reconstruction"][-1] == "pca@top12" and "pca" in by_task["reconstruction"]
+    assert "pca@top12" not in by_task["toy_superposition"]  # a task without top-k rows
+    assert [len(u.rows) for u in evals.units if u.task == "autointerp"] == [5]  # the judge loads once for all rows
+    assert all(len(u.rows) == 1 for u in evals.units if u.task != "autointerp")
+    reference = next(r for u in evals.units for r in u.rows if r.base == "sae-topk[k=8]")
+    assert reference.matched_k == 12 and not reference.topk
+
+    unknown = plan_evals(cfg, plan, KUnknown)  # the k unit failed: the rows that need k wait for a rerun
+    assert not any(r.topk or r.base == "sae-topk[k=8]" for u in unknown.units for r in u.rows)
+    assert unknown.left_out == 3 + 1  # the reference in each task, pca@top in reconstruction
+
+
+def test_k_is_fixed_or_not_needed_or_the_trained_sides(tmp_path):
+    assert _plan(tmp_path, "pca,sae-relu", matched_k=7)[1].k == 7
+    only_sparse = _plan(tmp_path, "sae-relu,sae-topk")[1]
+    assert only_sparse.k is None and only_sparse.k_unit is None
+    cfg = make_config("smoke", methods=("pca,sae-relu",))
+    control = plan_side(cfg, Side("random-init", tmp_path / "c", SPEC), build_methods(cfg), build_tasks(cfg))
+    assert control.k_from_trained and control.k_unit is None
+
+
+def test_finished_results_are_not_planned_and_foreign_ones_refused(tmp_path):
+    from bench.results import write_result
+    from bench.units import resume_key
+
+    cfg, plan = _plan(tmp_path, "pca,sae-relu", "reconstruction")
+    side, (label, method), (_, task) = plan.side, plan.methods[0], plan.tasks[0]
+    write_result(side.result_path(label, "reconstruction"), {"resume_key": resume_key(cfg, side, method, None, task)})
+    evals = plan_evals(cfg, plan, 5)
+    assert [r.label for u in evals.units for r in u.rows] == ["sae-relu", "pca@top5"]
+    assert len(evals.done["reconstruction"]) == 1
+    write_result(side.result_path(label, "reconstruction"), {"resume_key": "other"})
+    with pytest.raises(BenchError, match="use a new --out"):
+        plan_evals(cfg, plan, 5)
+
+
+def test_batches_scale_to_free_gpu_memory():
+    assert scaled_batch(32, 10**6, None) == 32  # the CPU: as configured
+    assert scaled_batch(32, 10**6, 80 * 10**9) == 1024  # an 80 GB GPU: capped
+    assert scaled_batch(32, 10**6, 10**8) == 32  # 50 fit in half of 100 MB: the largest power of two is 32
+    assert scaled_batch(32, 10**6, 2 * 10**7) == 10  # fewer than configured fit: what fits
+    per_ctx = context_bytes(128, 576, 9, 1536)  # SmolLM2 at 128 tokens: ~10 MB per context with the margin
+    assert 5 * 10**6 < per_ctx < 2 * 10**7
+    methods = build_methods(make_config("smoke", methods=("sae-relu[batch_size=4096]",)))
+    check_sae_batch([m for _, m in methods], 576, free_bytes=10**10)  # fits
+    with pytest.raises(BenchError, match=r"batch_size=4096 .* e\.g\. --methods 'sae-relu\[batch_size="):
+        check_sae_batch([m for _, m in methods], 576, free_bytes=10**8)
+    with pytest.raises(BenchError, match="no CUDA device is visible"):
+        check_device("cuda", cuda_available=lambda: False)
+    assert check_device("cuda", here=False, cuda_available=lambda: False) == "cuda"  # Ray: the workers' GPUs
+
+
+def test_paper_preset_settings():
+    cfg = make_config("paper")
+    (label, sae), *_ = build_methods(cfg)
+    assert cfg.model == "pythia-70m-deduped" and cfg.ctx_len == 256 and cfg.hook(2) == "blocks.2.hook_resid_post"
+    assert (label, sae.tied, sae.decoder_bias, sae.dict_ratio, sae.l1_coeff, sae.lr, sae.batch_size) == \
+        ("sae-relu", True, False, 2.0, 8.6e-4, 1e-3, 1024)
+
+
+def test_paper_preset_names_what_is_missing_in_one_line():
+    assert_one_line_error(bench("run", "--preset", "paper"), "needs what is not here: EleutherAI/pythia-70m-deduped "
+                                                             "in the local Hugging Face cache")
+    assert_one_line_error(bench("run", "--preset", "paper", "--model", "smollm2-135m"), "Pile-like text: pass --text")
+
+
+def test_errors_of_the_executor_options(tmp_path):
+    assert_one_line_error(bench("run", "--device", "cuda", "--preset", "smoke"), "no CUDA device is visible")
+    assert_one_line_error(bench("run", "--ray-address", "auto", "--preset", "smoke"), "--ray-address needs --executor ray")
+    (tmp_path / "ray.py").write_text("raise ImportError('not installed')\n")  # Ray as if it were not installed
+    missing = bench("run", "--executor", "ray", "--preset", "smoke", env={"PYTHONPATH": str(tmp_path)})
+    assert_one_line_error(missing, "pip install -e .[ray]")
