@@ -178,11 +178,22 @@ def _get(d: dict[str, Any], dotted: str) -> Any:
     return d
 
 
+def _first_difference(name: str, a: Any, b: Any) -> tuple[str, Any, Any]:
+    """Descend into nested settings (task_params.sparse_probing.n_train_prompts) to the first key that differs."""
+    while isinstance(a, dict) and isinstance(b, dict):
+        key = next((k for k in sorted(set(a) | set(b), key=str) if a.get(k) != b.get(k)), None)
+        if key is None:
+            break
+        name, a, b = f"{name}.{key}", a.get(key), b.get(key)
+    return name, a, b
+
+
 def check_comparable(baseline: Run, current: Run) -> list[str]:
     """Raise a one-line `BenchError` naming the first field that differs; returns notes on harmless differences."""
     for name in CONFIG_FIELDS:
         a, b = _get(baseline.config, name), _get(current.config, name)
         if a != b:
+            name, a, b = _first_difference(name, a, b)
             raise BenchError(f"the runs are not comparable: config field {name!r} differs ({_short(a)} in the baseline, "
                              f"{_short(b)} now); compare runs made with the same settings")
     for name in RECORD_FIELDS:

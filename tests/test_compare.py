@@ -72,11 +72,16 @@ def test_interval_sets_the_tolerance_and_noisy_metrics_get_the_committed_band():
     assert parse_tolerances(["a.b=5%"]) == {"a.b": "5%"}
 
 
-@pytest.mark.parametrize("field, value", [("train_contexts", 7), ("preset", "default")])
+@pytest.mark.parametrize("field, value", [("train_contexts", 7), ("preset", "default"),
+                                          ("task_params.ioi_patching.n_prompts", 4)])
 def test_incomparable_configs_exit_2_naming_the_field(tmp_path, field, value):
     current = copy_run(tmp_path / "current")
     config = json.loads((current / "config.json").read_text())
-    config["config"][field] = value
+    *outer, last = field.split(".")
+    node = config["config"]
+    for part in outer:
+        node = node[part]
+    node[last] = value  # a nested setting is named by its full dotted path
     (current / "config.json").write_text(json.dumps(config))
     result = bench("compare", str(BASELINE), str(current))
     assert result.returncode == 2 and "Traceback" not in result.stderr
