@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
@@ -24,3 +25,14 @@ def top_features(codes: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     spread = np.sqrt(0.5 * (pos.var(0) + neg.var(0))) + 1e-8
     score = np.abs(pos.mean(0) - neg.mean(0)) / spread
     return np.argsort(-score, kind="stable")[:k]
+
+
+def spread(n_items: int, n: int) -> np.ndarray:
+    """Up to n indices spread evenly over range(n_items) (all of them when n >= n_items), ascending."""
+    return np.unique(np.linspace(0, n_items - 1, min(n, n_items)).round().astype(int))
+
+
+def mean_by(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean of the rows of values `[n_tokens, w]` that each of n examples owns (owner `[n_tokens]`): `[n, w]` float64."""
+    out = torch.zeros(n, values.shape[1], dtype=torch.float64).index_add_(0, owner, values.double())
+    return out / torch.bincount(owner, minlength=n)[:, None]

@@ -32,7 +32,7 @@ from bench.seeds import stream
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.concept_erasure.concepts import number_concept, pronoun_concept
 from tasks.ioi.dataset import repeated_names
-from tasks.probing import probe, top_features
+from tasks.probing import mean_by, probe, spread, top_features
 from tasks.prompts import special_ids
 
 TOKEN_CONCEPTS = ("pronoun", "number", "repeated_name")
@@ -51,16 +51,13 @@ class ProbeSet:
 
 def _pool(examples: list[torch.Tensor], fn) -> np.ndarray:
     """Mean over each example's tokens of fn(tokens) -> `[n_examples, width]` float64; one call of fn for all."""
-    sizes = torch.tensor([len(x) for x in examples])
-    values = fn(torch.cat(examples)).double()
-    owner = torch.repeat_interleave(torch.arange(len(examples)), sizes)
-    out = torch.zeros(len(examples), values.shape[1], dtype=torch.float64).index_add_(0, owner, values)
-    return (out / sizes[:, None]).numpy()
+    owner = torch.repeat_interleave(torch.arange(len(examples)), torch.tensor([len(x) for x in examples]))
+    return mean_by(fn(torch.cat(examples)), owner, len(examples)).numpy()
 
 
 def _contexts(split, n: int) -> tuple[list[torch.Tensor], np.ndarray]:
     """Kept activations of `n` contexts spread evenly over a store split, and each context's genre."""
-    idx = np.unique(np.linspace(0, split.n_contexts - 1, min(n, split.n_contexts)).round().astype(int))
+    idx = spread(split.n_contexts, n)
     keep, doc = split.keep(), split.doc()
     acts = [split.context_activations(i, i + 1)[0][torch.from_numpy(keep[i])] for i in idx]
     return acts, np.array([split.documents[doc[i]][1] for i in idx])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
+from tasks.probing import spread
 from tasks.prompts import Tokenize, pad_right, real_positions, single_tokens
 
 MALE = ("John", "James", "Robert", "Michael", "William", "David", "Richard", "Joseph", "Thomas", "Charles", "Daniel",
@@ -124,7 +125,7 @@ def genre_contexts(split, n_per_class: int, classes: tuple[str, str] = GENRES) -
     picked, labels = [], []
     for label, g in enumerate(classes):
         idx = np.flatnonzero(genre == g)
-        take = idx[np.unique(np.linspace(0, len(idx) - 1, min(n_per_class, len(idx))).round().astype(int))] if len(idx) else idx
+        take = idx[spread(len(idx), n_per_class)]
         picked.extend(take.tolist())
         labels.extend([bool(label)] * len(take))
     return np.array(picked, dtype=int), torch.tensor(labels)

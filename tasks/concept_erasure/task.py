@@ -34,7 +34,7 @@ from bench.seeds import rng, stream
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.concept_erasure.concepts import GENRES, PromptConcept, genre_contexts, number_concept, pronoun_concept
 from tasks.concept_erasure.edits import Edit, FeatureAblation, MeanDifference, check_affine, leace
-from tasks.probing import top_features
+from tasks.probing import mean_by, top_features
 from tasks.prompts import special_ids
 
 CHANCE = 0.5
@@ -53,9 +53,7 @@ class Examples:
 
     def pool(self, values: torch.Tensor) -> torch.Tensor:
         """`[n_tokens, w]` -> mean over each example's tokens `[n_examples, w]`."""
-        out = torch.zeros(len(self.label), values.shape[1], dtype=torch.float64)
-        out.index_add_(0, self.example, values.double())
-        return (out / torch.bincount(self.example, minlength=len(self.label))[:, None]).float()
+        return mean_by(values, self.example, len(self.label)).float()
 
 
 @dataclass
