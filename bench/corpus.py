@@ -142,32 +142,37 @@ def make_contexts(
     ctx_len: int,
     n_contexts: int,
     bos_id: int | None = None,
-    max_per_doc: int = 16,
+    max_per_doc: int | None = None,
 ) -> Contexts:
-    """Cut documents (in the given order) into non-overlapping windows of `ctx_len` tokens.
+    """Cut documents into non-overlapping windows of `ctx_len` tokens, taken round-robin: every document's first
+    window (in the given order), then every document's second, and so on, at most `max_per_doc` from one document.
 
-    At most `max_per_doc` windows come from one document, so that a small sample still spans many documents and
-    genres. With `bos_id`, every context starts with that token followed by `ctx_len - 1` text tokens.
+    So n contexts span as many documents, and so genres, as the text allows: cutting each document whole before the
+    next put a split's first contexts in one or two documents. With `bos_id`, every context starts with that token
+    followed by `ctx_len - 1` text tokens. Rows come in that round-robin order.
     """
     body = ctx_len - (bos_id is not None)
-    rows: list[list[int]] = []
-    doc_idx: list[int] = []
-    used: list[Document] = []
+    windows: list[list[list[int]]] = []
     for doc in docs:
-        if len(rows) >= n_contexts:
-            break
         ids = tokenize(doc.text)
-        n = min(len(ids) // body, max_per_doc, n_contexts - len(rows))
-        if n == 0:
-            continue
-        for w in range(n):
-            window = ids[w * body : (w + 1) * body]
-            rows.append(([bos_id] if bos_id is not None else []) + window)
-            doc_idx.append(len(used))
-        used.append(doc)
+        n = len(ids) // body if max_per_doc is None else min(len(ids) // body, max_per_doc)
+        windows.append([ids[w * body : (w + 1) * body] for w in range(n)])
+    rows: list[list[int]] = []
+    owner: list[int] = []
+    depth = max((len(w) for w in windows), default=0)
+    for w in range(depth):
+        for d, doc_windows in enumerate(windows):
+            if len(rows) == n_contexts:
+                break
+            if w < len(doc_windows):
+                rows.append(([bos_id] if bos_id is not None else []) + doc_windows[w])
+                owner.append(d)
     if len(rows) < n_contexts:
         raise BenchError(
             f"the text yields only {len(rows)} contexts of {ctx_len} tokens but {n_contexts} are needed: "
             "give more text (--text) or fewer tokens (--preset smoke)"
         )
-    return Contexts(np.asarray(rows, dtype=np.int32), np.asarray(doc_idx, dtype=np.int32), used)
+    used = sorted(set(owner))
+    remap = {d: i for i, d in enumerate(used)}
+    return Contexts(np.asarray(rows, dtype=np.int32), np.asarray([remap[d] for d in owner], dtype=np.int32),
+                    [docs[d] for d in used])

@@ -33,7 +33,8 @@ class HarvestSpec:
     exclusion: ExclusionRule
     shard_contexts: int = 256
     dtype: str = "float32"
-    max_per_doc: int = 16  # contexts cut from one document at most: small samples still span many documents
+    max_per_doc: int | None = None  # contexts cut from one document at most (None: no cap)
+    cut: str = "round-robin"  # every document's first window, then every second, ...: contexts span the documents
 
     def key(self) -> str:
         return fingerprint(asdict(self), n=16)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from bench.dictionary import Dictionary
+from bench.stats import Evidence, IntervalInfo, interval
 
 if TYPE_CHECKING:
     from bench.judge import Judge
@@ -22,20 +23,44 @@ ProgressFn = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Metric:
-    """One number with the direction that is better; `interval` is a 95% interval where the task gives one."""
+    """One number with the direction that is better.
+
+    `interval` is a 95% interval; `interval_info` says over which units and n it was drawn and which sources of
+    variance it covers, or why there is none. `evidence` keeps the per-unit data behind the number, so reports can
+    compare methods scored on the same units paired (`bench.stats`). Build metrics with `Metric.of(evidence, ...)`.
+    """
 
     value: float
     higher_is_better: bool
     interval: tuple[float, float] | None = None
     description: str = ""
+    interval_info: IntervalInfo | None = None
+    evidence: Evidence | None = None
+
+    @classmethod
+    def of(cls, evidence: Evidence, higher_is_better: bool, description: str = "", seed: int = 0) -> "Metric":
+        """The metric that `evidence` computes, with its bootstrap interval over the evidence's units."""
+        info = interval(evidence, seed)
+        return cls(evidence.value(), higher_is_better, info.interval, description, info, evidence)
+
+    @classmethod
+    def without_interval(cls, value: float, higher_is_better: bool, description: str, reason: str,
+                         unit: str = "", n: int = 0) -> "Metric":
+        """A metric that has no interval, with the reason (e.g. a count fixed by construction)."""
+        return cls(value, higher_is_better, None, description, IntervalInfo(unit, n, (), reason=reason))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "value": self.value,
             "higher_is_better": self.higher_is_better,
             "interval": list(self.interval) if self.interval else None,
             "description": self.description,
         }
+        if self.interval_info is not None:
+            out["interval_info"] = self.interval_info.to_json()
+        if self.evidence is not None:
+            out["evidence"] = self.evidence.to_json()
+        return out
 
 
 @dataclass

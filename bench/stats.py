@@ -1,0 +1,272 @@
+"""Uncertainty: the per-unit evidence behind a metric, bootstrap intervals, paired tests and rank groups.
+
+A metric is a statistic of independent units: documents for token-level metrics (tokens of one document are not
+independent), prompts for IOI, erasure and probing, features for autointerp, seeds where seeds vary. `Evidence`
+keeps each unit's contribution, so that
+
+1. the task puts a bootstrap interval on the metric (`interval`: scipy's BCa where it is defined, else percentile;
+   absent, with the reason, where n is too small or every resample gives the same value), and
+2. reports compare two methods scored on the same units *paired* (`paired_p`: a paired bootstrap of the
+   difference; `seed_p`: a paired t-test when seeds are the units), and split a column into rank groups
+   (`rank_groups`: every method against the group's best, Holm-corrected).
+
+Statistics (columns have the units on their first axis; `params` are not resampled):
+    mean   x                      mean(x)
+    ratio  num, den               sum(num) / sum(den)         (FVU, loss recovered, KL per token: ratios of sums)
+    auroc  score, label [n, P]    weighted mean over problems p of the AUROC of score[:, p] for label[:, p] (1
+                                  positive, 0 negative, -1 not in that problem); params: weight [P]
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+CONFIDENCE = 0.95
+ALPHA = 0.05
+N_RESAMPLES = 2000
+MIN_UNITS = 5  # fewer units than this: no interval (a bootstrap over 3 values is not an interval)
+MIN_SEEDS = 2
+
+
+# --- statistics --------------------------------------------------------------------------------------------
+def _mean(c: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
+    return c["x"].mean(-1)
+
+
+def _ratio(c: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return c["num"].sum(-1) / c["den"].sum(-1)
+
+
+def _auroc(c: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
+    """score, label `[..., n, P]` -> `[...]`; Mann-Whitney AUROC per problem (ties count half), weighted mean."""
+    from scipy.stats import rankdata
+
+    score, label = c["score"], c["label"]
+    n_problems = score.shape[-1]
+    weight = np.asarray(p.get("weight", np.ones(n_problems)), dtype=float)
+    total = np.zeros(score.shape[:-2])
+    for j in range(n_problems):
+        s, lab = score[..., j], label[..., j]
+        ranks = rankdata(np.where(lab >= 0, s, np.nan), axis=-1, nan_policy="omit")
+        pos, neg = (lab == 1).sum(-1), (lab == 0).sum(-1)
+        rank_pos = np.where(lab == 1, ranks, 0.0).sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = total + weight[j] * (rank_pos - pos * (pos + 1) / 2) / (pos * neg)
+    return total / weight.sum()
+
+
+STATISTICS: dict[str, Callable[[dict[str, np.ndarray], dict[str, Any]], np.ndarray]] = {
+    "mean": _mean, "ratio": _ratio, "auroc": _auroc}
+
+
+@dataclass
+class Evidence:
+    """The units behind one metric. `ids` name the units: two methods scored on the same units share ids, which is
+    what pairs them. `sources` say which sources of variance a resampling of these units covers."""
+
+    unit: str  # "document", "prompt", "feature", "ground-truth feature", "seed", ...
+    ids: list[str]
+    statistic: str
+    columns: dict[str, np.ndarray]
+    params: dict[str, Any] = field(default_factory=dict)
+    sources: tuple[str, ...] = ("eval sample",)
+
+    def __post_init__(self) -> None:
+        if self.statistic not in STATISTICS:
+            raise ValueError(f"unknown statistic {self.statistic!r}; one of {', '.join(STATISTICS)}")
+        self.columns = {k: np.asarray(v, dtype=float) for k, v in self.columns.items()}
+        self.ids = [str(i) for i in self.ids]
+        lengths = {len(v) for v in self.columns.values()}
+        if lengths != {len(self.ids)}:
+            raise ValueError(f"every column needs one row per unit ({len(self.ids)}); got lengths {sorted(lengths)}")
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def at(self, idx: np.ndarray) -> np.ndarray:
+        """The statistic on units `idx` (`[..., m]` integer indices, resampled rows along the last axis)."""
+        cols = {k: v[idx] for k, v in self.columns.items()}  # `[..., m]` or `[..., m, P]`
+        return STATISTICS[self.statistic](cols, self.params)
+
+    def value(self) -> float:
+        return float(self.at(np.arange(self.n)))
+
+    def subset(self, ids: Sequence[str]) -> "Evidence":
+        where = {u: i for i, u in enumerate(self.ids)}
+        idx = np.array([where[u] for u in ids], dtype=int)
+        return Evidence(self.unit, list(ids), self.statistic, {k: v[idx] for k, v in self.columns.items()},
+                        self.params, self.sources)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"unit": self.unit, "ids": self.ids, "statistic": self.statistic, "sources": list(self.sources),
+                "columns": {k: _compact(v) for k, v in self.columns.items()},
+                "params": {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
+                           for k, v in self.params.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Evidence":
+        return cls(data["unit"], data["ids"], data["statistic"],
+                   {k: np.asarray(v, dtype=float) for k, v in data["columns"].items()},
+                   data.get("params", {}), tuple(data.get("sources", ("eval sample",))))
+
+
+def _compact(v: np.ndarray) -> list:
+    """Floats to 7 significant digits (float32's precision: result files stay small and diff-able)."""
+    return np.vectorize(lambda x: float(f"{x:.7g}"), otypes=[float])(v).tolist() if v.size else v.tolist()
+
+
+# --- intervals ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IntervalInfo:
+    """How an interval was obtained, or why there is none (`reason`)."""
+
+    unit: str
+    n: int
+    sources: tuple[str, ...]
+    method: str | None = None  # "BCa", "percentile", "t"
+    low: float | None = None
+    high: float | None = None
+    reason: str | None = None
+    confidence: float = CONFIDENCE
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return None if self.low is None or self.high is None else (self.low, self.high)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"unit": self.unit, "n": self.n, "sources": list(self.sources), "confidence": self.confidence}
+        if self.reason:
+            out["reason"] = self.reason
+        else:
+            out["method"] = self.method
+        return out
+
+
+def _bootstrap(n: int, statistic: Callable[[np.ndarray], np.ndarray], seed: int, method: str,
+               n_resamples: int = N_RESAMPLES):
+    """scipy's bootstrap over unit indices 0..n-1 (the statistic reads the units' columns itself)."""
+    from scipy.stats import bootstrap
+
+    def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        return statistic(np.moveaxis(np.asarray(idx, dtype=int), axis, -1))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bootstrap((np.arange(n),), stat, n_resamples=n_resamples, vectorized=True, method=method,
+                         confidence_level=CONFIDENCE, rng=np.random.default_rng(seed), batch=200)
+
+
+def interval(ev: Evidence, seed: int = 0, n_resamples: int = N_RESAMPLES) -> IntervalInfo:
+    """A 95% bootstrap interval over the evidence's units: BCa where defined, else percentile; none (with the
+    reason) when there are too few units or every resample gives the same value."""
+    info = dict(unit=ev.unit, n=ev.n, sources=tuple(ev.sources))
+    if ev.n < MIN_UNITS:
+        return IntervalInfo(**info, reason=f"{ev.n} {ev.unit}s: too few for an interval (needs {MIN_UNITS})")
+    if not math.isfinite(ev.value()):
+        return IntervalInfo(**info, reason="the metric is not finite")
+    for method in ("BCa", "percentile"):
+        res = _bootstrap(ev.n, ev.at, seed, method, n_resamples)
+        dist = res.bootstrap_distribution
+        finite = dist[np.isfinite(dist)]
+        if finite.size and np.ptp(finite) == 0:
+            return IntervalInfo(**info, reason=f"every resample of the {ev.n} {ev.unit}s gives the same value")
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if math.isfinite(lo) and math.isfinite(hi):
+            return IntervalInfo(**info, method=method, low=lo, high=hi)
+    return IntervalInfo(**info, reason="the bootstrap is undefined here (resamples without both classes?)")
+
+
+def t_interval(values: Sequence[float], unit: str = "seed",
+               sources: tuple[str, ...] = ("seeds",)) -> IntervalInfo:
+    """Student-t interval of the mean of a few values (seeds): a bootstrap over 2 or 3 values is degenerate."""
+    from scipy.stats import ttest_1samp
+
+    x = np.asarray(values, dtype=float)
+    info = dict(unit=unit, n=len(x), sources=sources)
+    if len(x) < MIN_SEEDS:
+        return IntervalInfo(**info, reason=f"{len(x)} {unit}: too few for an interval")
+    if np.ptp(x) == 0:
+        return IntervalInfo(**info, reason=f"all {len(x)} {unit}s give the same value")
+    ci = ttest_1samp(x, x.mean()).confidence_interval(CONFIDENCE)
+    return IntervalInfo(**info, method="t", low=float(ci.low), high=float(ci.high))
+
+
+# --- paired tests ------------------------------------------------------------------------------------------
+def paired_p(a: Evidence, b: Evidence, seed: int = 0, n_resamples: int = N_RESAMPLES) -> float:
+    """Two-sided p-value of 'a and b score the same' from a paired bootstrap of stat(a) - stat(b) over their
+    shared units (resampled together). Units not shared are left out; fewer than `MIN_UNITS` shared: p = nan."""
+    shared = [u for u in a.ids if u in set(b.ids)]
+    if len(shared) < MIN_UNITS or a.statistic != b.statistic:
+        return math.nan
+    a, b = a.subset(shared), b.subset(shared)
+
+    def diff(idx: np.ndarray) -> np.ndarray:
+        return a.at(idx) - b.at(idx)
+
+    observed = float(diff(np.arange(len(shared))))
+    if not math.isfinite(observed):
+        return math.nan
+    dist = _bootstrap(len(shared), diff, seed, "percentile", n_resamples).bootstrap_distribution
+    dist = dist[np.isfinite(dist)]
+    if dist.size == 0:
+        return math.nan
+    if np.all(dist == 0):
+        return 1.0
+    # The percentile interval of the difference excludes 0 at level alpha iff p < alpha.
+    below, above = (np.sum(dist <= 0) + 1) / (dist.size + 1), (np.sum(dist >= 0) + 1) / (dist.size + 1)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def seed_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided paired t-test over seeds (seed i of a against seed i of b); equal values: p = 1."""
+    from scipy.stats import ttest_rel
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) != len(y) or len(x) < MIN_SEEDS:
+        return math.nan
+    if np.all(x == y):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = float(ttest_rel(x, y).pvalue)
+    return 0.0 if math.isnan(p) else p  # a constant non-zero difference: t is infinite
+
+
+def holm(pvalues: dict[str, float], alpha: float = ALPHA) -> dict[str, bool]:
+    """Holm's step-down: which hypotheses are rejected at family-wise level alpha (nan p: never rejected)."""
+    order = sorted(pvalues, key=lambda k: (math.isnan(pvalues[k]), pvalues[k]))
+    rejected = dict.fromkeys(pvalues, False)
+    m = len(order)
+    for i, key in enumerate(order):
+        p = pvalues[key]
+        if math.isnan(p) or p > alpha / (m - i):
+            break
+        rejected[key] = True
+    return rejected
+
+
+def rank_groups(values: dict[str, float], higher_is_better: bool, p_value: Callable[[str, str], float],
+                alpha: float = ALPHA) -> dict[str, int]:
+    """Rank groups of a column: group 1 is the best method and every method not significantly worse than it
+    (p_value(best, other), Holm-corrected over the others); group 2 is found the same way among the rest, and so
+    on. Methods without a finite value get no group."""
+    left = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
+    groups: dict[str, int] = {}
+    group = 1
+    while left:
+        best = max(left, key=lambda k: left[k] if higher_is_better else -left[k])
+        others = [k for k in left if k != best]
+        rejected = holm({k: p_value(best, k) for k in others}, alpha)
+        members = [best, *(k for k in others if not rejected[k])]
+        for k in members:
+            groups[k] = group
+            del left[k]
+        group += 1
+    return groups
