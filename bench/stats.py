@@ -13,6 +13,8 @@ keeps each unit's contribution, so that
 Statistics (columns have the units on their first axis; `params` are not resampled):
     mean   x                      mean(x)
     ratio  num, den               sum(num) / sum(den)         (FVU, loss recovered, KL per token: ratios of sums)
+           with params grouped=True the columns are `[n, G]` (G groups, e.g. concept x k; NaN (mean) or 0 (ratio)
+           where a unit is not in a group) and the metric is the weighted mean over groups (params `weight` [G])
     auroc  score, label [n, P]    weighted mean over problems p of the AUROC of score[:, p] for label[:, p] (1
                                   positive, 0 negative, -1 not in that problem); params: weight [P]
 """
@@ -34,12 +36,24 @@ MIN_SEEDS = 2
 
 
 # --- statistics --------------------------------------------------------------------------------------------
+def _groups(per_group: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """`[..., G]` per-group values -> their weighted mean `[...]` (params `weight` [G], default equal)."""
+    weight = np.asarray(p.get("weight", np.ones(per_group.shape[-1])), dtype=float)
+    return (per_group * weight).sum(-1) / weight.sum()
+
+
 def _mean(c: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
+    if p.get("grouped"):  # x `[..., n, G]`, NaN where a unit is not in a group
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _groups(np.nanmean(c["x"], axis=-2), p)
     return c["x"].mean(-1)
 
 
 def _ratio(c: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
+        if p.get("grouped"):  # num, den `[..., n, G]`, 0 where a unit is not in a group
+            return _groups(c["num"].sum(-2) / c["den"].sum(-2), p)
         return c["num"].sum(-1) / c["den"].sum(-1)
 
 
