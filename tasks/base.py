@@ -84,6 +84,9 @@ class TaskContext:
     refit: Callable[[Any], Dictionary] | None = None
     # The LLM judge of the run (autointerp), built on first use; set by the runner.
     judge_loader: Callable[[], "Judge"] | None = None
+    # The same method's dictionaries fitted with the run's other seeds (`--seeds`), for tasks with
+    # `cross_seed = True`; set by the runner, None when the run has one seed or the method is not seeded.
+    siblings: Callable[[], list[Dictionary]] | None = None
     _model: "SubjectModel | None" = field(default=None, repr=False)
 
     @property
@@ -111,6 +114,7 @@ class Task(abc.ABC):
     needs_grad: ClassVar[bool] = False  # differentiates through the dictionary in `evaluate` (no inference mode)
     topk_rows: ClassVar[bool] = True  # also score the top-k (matched-sparsity) variants of dense methods
     depends_on_model: ClassVar[bool] = True  # False: never reads the model or its activations (a control skips it)
+    cross_seed: ClassVar[bool] = False  # compares a dictionary with its other seeds' (ctx.siblings): seeded methods only
 
     def prepare(self, ctx: TaskContext) -> None:  # noqa: B027 - optional hook
         """Dictionary-independent work, done once per run before `evaluate` is called."""
