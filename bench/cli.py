@@ -39,6 +39,10 @@ def _add_run_options(cmd: argparse.ArgumentParser) -> None:
                      "an existing one is resumed")
     cmd.add_argument("--device", default="cpu", help="cpu | cuda")
     cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--seeds", default=None, metavar="S1,S2,...|N",
+                     help="several seeds: a comma-separated list (0,1,2) or a count (3: --seed, --seed+1, ...); every "
+                     "seeded method is fitted once per seed (the SAEs of all seeds in one pass), every task runs per "
+                     "seed, and the leaderboard reports the mean, the spread and tests over seeds")
     cmd.add_argument("--text", default=None, help="your own .txt/.jsonl corpus, or a locally cached HF dataset name")
     cmd.add_argument("--matched-k", type=int, default=None, help="k for top-k rows (default: the SAE's L0)")
     cmd.add_argument("--threads", type=int, default=None, help="torch CPU threads (results are bit-reproducible "
@@ -166,9 +170,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_device(args.device, here=args.executor == "local")  # with Ray the GPUs are the workers' (checked there)
     if args.ray_address and args.executor != "ray":
         raise BenchError("--ray-address needs --executor ray")
+    seeds = parse_seeds(args.seeds, args.seed)
+    if args.control and len(seeds) > 1:
+        raise BenchError("--control with several --seeds is not supported yet: run the control with one seed")
     cfg = make_config(
         args.preset, model=args.model, layer=args.layer, hook_point=args.hook_point,
-        methods=(args.methods,) if args.methods else None, tasks=(args.tasks,), device=args.device, seed=args.seed,
+        methods=(args.methods,) if args.methods else None, tasks=(args.tasks,), device=args.device, seed=seeds[0],
+        seeds=seeds if len(seeds) > 1 else None,
         text=args.text, matched_k=args.matched_k, judge=judge_config(args, args.preset), control=args.control,
     )
     if args.layer is not None and args.layer < 0:
@@ -177,6 +185,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = make_executor(ExecutorOptions(args.executor, args.ray_address))
     Runner(cfg, args.out or default_out(cfg), executor=executor, threads=threads).run()
     return 0
+
+
+def parse_seeds(text: str | None, seed: int) -> tuple[int, ...]:
+    """`--seeds 0,1,2` (a list; its first is the base seed) or `--seeds 3` (a count from --seed)."""
+    if text is None:
+        return (seed,)
+    try:
+        if "," in text:
+            seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        else:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            seeds = tuple(range(seed, seed + count))
+    except ValueError:
+        raise BenchError(f"--seeds {text!r}: give a comma-separated list of seeds (0,1,2) or a count >= 1 (3)") from None
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise BenchError(f"--seeds {text!r}: seeds must be distinct and >= 0")
+    return seeds
 
 
 def judge_config(args: argparse.Namespace, preset: str):

@@ -19,7 +19,8 @@ class RunConfig:
     tasks: tuple[str, ...] = ("all",)
     preset: str = "default"
     device: str = "cpu"
-    seed: int = 0
+    seed: int = 0  # the base seed: the run's first (or only) seed
+    seeds: tuple[int, ...] = ()  # with two or more: every seeded method is fitted and every task run once per seed
     text: str | None = None  # None: the shipped corpus
     ctx_len: int = 128
     train_contexts: int = 2048
@@ -35,6 +36,15 @@ class RunConfig:
     def hook(self, default_layer: int) -> str:
         layer = default_layer if self.layer is None else self.layer
         return f"blocks.{layer}.hook_{self.hook_point}"
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """The base seed first, then the others (`--seeds`)."""
+        return tuple(dict.fromkeys((self.seed, *self.seeds)))
+
+    @property
+    def extra_seeds(self) -> tuple[int, ...]:
+        return self.all_seeds[1:]
 
     @property
     def train_tokens(self) -> int:

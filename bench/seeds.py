@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 
@@ -14,3 +15,17 @@ def stream(seed: int, tag: str) -> int:
 
 def rng(seed: int, tag: str) -> np.random.Generator:
     return np.random.default_rng(stream(seed, tag))
+
+
+SEED_SUFFIX = re.compile(r"~s(-?\d+)$")
+
+
+def seed_label(label: str, seed: int | None) -> str:
+    """A method label for one extra seed of a multi-seed run (`sae-relu~s1`); the base seed keeps the plain label."""
+    return label if seed is None else f"{label}~s{seed}"
+
+
+def split_seed(label: str) -> tuple[str, int | None]:
+    """`sae-relu~s1` -> ("sae-relu", 1); a plain label -> (label, None)."""
+    m = SEED_SUFFIX.search(label)
+    return (label[: m.start()], int(m.group(1))) if m else (label, None)

@@ -227,13 +227,44 @@ def paired_p(a: Evidence, b: Evidence, seed: int = 0, n_resamples: int = N_RESAM
     observed = float(diff(np.arange(len(shared))))
     if not math.isfinite(observed):
         return math.nan
-    dist = _bootstrap(len(shared), diff, seed, "percentile", n_resamples).bootstrap_distribution
+    return _p_from(_bootstrap(len(shared), diff, seed, "percentile", n_resamples).bootstrap_distribution)
+
+
+def unpaired_p(a: Evidence, b: Evidence, seed: int = 0, n_resamples: int = N_RESAMPLES) -> float:
+    """Two-sided p-value of 'a and b score the same' when their units differ (each method's own sampled
+    features): a bootstrap of stat(a) - stat(b) resampling each side's units independently."""
+    from scipy.stats import bootstrap
+
+    if min(a.n, b.n) < MIN_UNITS or a.statistic != b.statistic:
+        return math.nan
+
+    def diff(i: np.ndarray, j: np.ndarray, axis: int = -1) -> np.ndarray:
+        return a.at(np.moveaxis(np.asarray(i, dtype=int), axis, -1)) - b.at(np.moveaxis(np.asarray(j, dtype=int), axis, -1))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bootstrap((np.arange(a.n), np.arange(b.n)), diff, n_resamples=n_resamples, vectorized=True,
+                        method="percentile", rng=np.random.default_rng(seed), batch=200)
+    return _p_from(res.bootstrap_distribution)
+
+
+def compare_p(a: Evidence, b: Evidence, seed: int = 0) -> float:
+    """Paired over the shared units when the two share at least `MIN_UNITS` of them, unpaired when they share
+    none (each method's own features), nan otherwise."""
+    shared = len(set(a.ids) & set(b.ids))
+    if shared >= MIN_UNITS:
+        return paired_p(a, b, seed)
+    return unpaired_p(a, b, seed) if shared == 0 else math.nan
+
+
+def _p_from(dist: np.ndarray) -> float:
+    """Two-sided percentile-bootstrap p-value of 'difference = 0': the percentile interval of the difference
+    excludes 0 at level alpha iff p < alpha."""
     dist = dist[np.isfinite(dist)]
     if dist.size == 0:
         return math.nan
     if np.all(dist == 0):
         return 1.0
-    # The percentile interval of the difference excludes 0 at level alpha iff p < alpha.
     below, above = (np.sum(dist <= 0) + 1) / (dist.size + 1), (np.sum(dist >= 0) + 1) / (dist.size + 1)
     return float(min(1.0, 2 * min(below, above)))
 

@@ -31,6 +31,7 @@ from bench.errors import BenchError
 from bench.harvest import HarvestSpec
 from bench.io import fingerprint
 from bench.results import read_result, result_path
+from bench.seeds import seed_label, split_seed
 from bench.specs import canonical_label, expand_spec, parse_spec
 from methods.base import Method
 from methods.sae import SAEMethod
@@ -95,15 +96,19 @@ class MatchedKUnit:
 
 @dataclass(frozen=True)
 class EvalRow:
-    """One scored dictionary: a fitted method (`base`), or a dense one cut to its top-k codes (`topk`)."""
+    """One scored dictionary: a fitted method (`base`, its dictionary's label), or a dense one cut to its top-k
+    codes (`topk`), evaluated with the run's base seed (`seed` None) or another of `--seeds` (the label then ends
+    in `~s<seed>`; an unseeded method's one dictionary is evaluated on each seed's eval sample)."""
 
     base: str
     matched_k: int | None = None
     topk: bool = False
+    seed: int | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.base}@top{self.matched_k}" if self.topk else self.base
+        core = split_seed(self.base)[0]
+        return seed_label(f"{core}@top{self.matched_k}" if self.topk else core, self.seed)
 
 
 @dataclass(frozen=True)
@@ -161,8 +166,16 @@ def _configure(requested: tuple[str, ...], registry: dict[str, Any], presets: di
 
 
 def build_methods(cfg: RunConfig) -> list[tuple[str, Method]]:
-    return _configure(cfg.methods, method_registry.REGISTRY, cfg.method_params,
-                      lambda s, d: method_registry.build_method(s, d, cfg.seed, cfg.device), frozenset({"seed", "device"}))
+    """(label, method) per requested spec at the base seed, then each seeded method again per extra seed
+    (`sae-relu~s1`)."""
+    def at(seed: int):
+        return _configure(cfg.methods, method_registry.REGISTRY, cfg.method_params,
+                          lambda s, d: method_registry.build_method(s, d, seed, cfg.device), frozenset({"seed", "device"}))
+
+    built = at(cfg.seed)
+    for seed in cfg.extra_seeds:
+        built += [(seed_label(label, seed), m) for label, m in at(seed) if m.seeded]
+    return built
 
 
 def build_tasks(cfg: RunConfig) -> list[tuple[str, Task]]:
@@ -178,10 +191,11 @@ def side_work(side: Side, built: list[tuple[str, Method]], task_list: list[tuple
             [(label, t) for label, t in task_list if t.depends_on_model])
 
 
-def resume_key(cfg: RunConfig, side: Side, method: Method, matched_k: int | None, task: Task) -> str:
-    """What must match for a result on disk to stand for this one."""
+def resume_key(cfg: RunConfig, side: Side, method: Method, matched_k: int | None, task: Task,
+               seed: int | None = None) -> str:
+    """What must match for a result on disk to stand for this one (`seed`: the evaluation's, None = the base)."""
     key = {"activations": side.spec.key(), "method": asdict(method), "matched_k": matched_k,
-           "task": task.name, "task_params": asdict(task), "seed": cfg.seed}
+           "task": task.name, "task_params": asdict(task), "seed": cfg.seed if seed is None else seed}
     if side.control is not None:  # (also in the activations' key; the trained side's key is as it always was)
         key["control"] = side.control
     if task.needs_judge:
@@ -262,23 +276,32 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
     on disk. A result from other settings is refused rather than mixed or overwritten."""
     side, by_label = plan.side, dict(plan.methods)
     unknown = k is KUnknown
-    rows: list[EvalRow] = []
     out = EvalPlan()
-    for label, _ in plan.methods:
-        if label == plan.reference and k is not None:
-            if unknown:
-                continue
-            rows.append(EvalRow(label, k))
-        else:
-            rows.append(EvalRow(label))
-    if k is not None and not unknown:
-        rows.extend(EvalRow(label, k, True) for label, m in plan.methods if label != plan.reference and not m.sparse)
+    base_methods = [(label, m) for label, m in plan.methods if split_seed(label)[1] is None]
+    rows_at: dict[int | None, list[EvalRow]] = {}
+    for seed in (None, *cfg.extra_seeds):
+        rows: list[EvalRow] = []
+        for label, m in base_methods:
+            fitted = seed_label(label, seed) if seed is not None and m.seeded else label
+            if label == plan.reference and k is not None:
+                if unknown:
+                    continue
+                rows.append(EvalRow(fitted, k, seed=seed))
+            else:
+                rows.append(EvalRow(fitted, seed=seed))
+        if k is not None and not unknown:
+            rows.extend(EvalRow(seed_label(label, seed) if seed is not None and m.seeded else label, k, True, seed)
+                        for label, m in base_methods if label != plan.reference and not m.sparse)
+        rows_at[seed] = rows
     for task_label, task in plan.tasks:
         out.done[task_label] = []
         todo: list[EvalRow] = []
         if unknown:  # the reference's row and the dense methods' top-k rows wait for a rerun
-            out.left_out += (plan.reference is not None) + task.topk_rows * sum(not m.sparse for _, m in plan.methods)
-        for row in rows:
+            out.left_out += (plan.reference is not None) + task.topk_rows * sum(not m.sparse for _, m in base_methods)
+        # A cross-seed task (stability) scores each seeded method once, against its other seeds' dictionaries.
+        task_rows = ([r for r in rows_at[None] if by_label[r.base].seeded] if task.cross_seed and cfg.extra_seeds
+                     else [] if task.cross_seed else [r for rows in rows_at.values() for r in rows])
+        for row in task_rows:
             method = by_label[row.base]
             if row.topk and not task.topk_rows:
                 continue
@@ -288,7 +311,7 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
             existing = read_result(path)
             if existing is None:
                 todo.append(row)
-            elif existing.get("resume_key") != resume_key(cfg, side, method, row.matched_k, task):
+            elif existing.get("resume_key") != resume_key(cfg, side, method, row.matched_k, task, row.seed):
                 raise BenchError(f"{path} holds a result from other settings; use a new --out "
                                  "(finished results there are kept)")
             else:
@@ -300,11 +323,13 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
     return out
 
 
-def judge_work_left(plan: SidePlan) -> bool:
-    """Whether a judge task still lacks a result for some method (a finished run resumes without its judge)."""
-    return any(not plan.side.result_path(label, task_label).exists()
+def judge_work_left(plan: SidePlan, seeds: tuple[int, ...] = ()) -> bool:
+    """Whether a judge task still lacks a result for some method at some seed (a finished run resumes without its
+    judge). `seeds`: the run's extra seeds."""
+    return any(not plan.side.result_path(seed_label(label, seed), task_label).exists()
                for task_label, task in plan.tasks if task.needs_judge
-               for label, method in plan.methods if method.refittable or not task.refits)
+               for label, method in plan.methods if (method.refittable or not task.refits)
+               and split_seed(label)[1] is None for seed in (None, *seeds))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from bench.io import fingerprint
 from bench.judge import Judge, make_judge
 from bench.models import SubjectModel, load_model
 from bench.results import environment, now, read_result, write_result
+from bench.seeds import seed_label
 from bench.store import ActivationStore, read_manifest
 from bench.units import EvalRow, EvalUnit, FitUnit, HarvestUnit, MatchedKUnit, Side, build_methods, build_tasks, resume_key
 from methods.base import Method
@@ -72,7 +73,7 @@ class Workspace:
         self._docs = docs
         self._models: dict[str | None, SubjectModel] = {}
         self._stores: dict[str, ActivationStore] = {}
-        self._prepared: OrderedDict[tuple[str | None, str], tuple[Task, TaskContext]] = OrderedDict()
+        self._prepared: OrderedDict[tuple[str | None, str, int], tuple[Task, TaskContext]] = OrderedDict()
         self._keep_prepared = keep_prepared  # None: every prepared task of the side stays (the local run)
         self._env: dict[str, Any] | None = None
 
@@ -173,7 +174,8 @@ class Workspace:
         if isinstance(members[0][1], SAEMethod):
             check_sae_batch([m for _, m in members], store.d_model)
             ckpt = Checkpointing(side.root / "checkpoints" / fingerprint(labels))
-            dictionaries = train_saes([m for _, m in members], store.train, progress, ckpt)
+            # One pass for the SAEs of every seed: the batches follow the run's base seed, each SAE its own init.
+            dictionaries = train_saes([m for _, m in members], store.train, progress, ckpt, data_seed=self.cfg.seed)
         else:
             dictionaries = [members[0][1].fit(store.train, progress)]
         share = (time.perf_counter() - start) / len(members)
@@ -198,14 +200,17 @@ class Workspace:
         return max(1, round(l0))
 
     # --- evaluate ------------------------------------------------------------------------------------------
-    def prepared_task(self, side: Side, task_label: str, detail: ProgressFn | None = None) -> tuple[Task, TaskContext]:
-        """The task prepared on this side's store and model, once per process (a fresh object per side)."""
-        key = (side.control, task_label)
+    def prepared_task(self, side: Side, task_label: str, detail: ProgressFn | None = None,
+                      seed: int | None = None) -> tuple[Task, TaskContext]:
+        """The task prepared on this side's store and model with `seed`'s eval sample (None: the base seed), once
+        per process (a fresh object per side and seed)."""
+        seed = self.cfg.seed if seed is None else seed
+        key = (side.control, task_label, seed)
         if key not in self._prepared:
             self.release_other(side.control)
             task = dict(build_tasks(self.cfg))[task_label]
             ctx = TaskContext(store=self.store(side), hook=side.spec.hook, model_loader=lambda: self.model(side.control),
-                              seed=self.cfg.seed, device=self.cfg.device, judge_loader=self.judge, progress=detail)
+                              seed=seed, device=self.cfg.device, judge_loader=self.judge, progress=detail)
             task.prepare(ctx)
             self._prepared[key] = (task, ctx)
             while self._keep_prepared is not None and len(self._prepared) > self._keep_prepared:
@@ -227,13 +232,13 @@ class Workspace:
         (a retried unit) is read back, not rewritten."""
         hooks = hooks or EvalHooks()
         side, store, methods = unit.side, self.store(unit.side), self.methods()
-        task, task_ctx = self.prepared_task(side, unit.task, hooks.detail)
-        hooks.prepared()
         records = []
         for row in unit.rows:
+            task, task_ctx = self.prepared_task(side, unit.task, hooks.detail, row.seed)
+            hooks.prepared()
             method = methods[row.base]
             path = side.result_path(row.label, unit.task)
-            key = resume_key(self.cfg, side, method, row.matched_k, task)
+            key = resume_key(self.cfg, side, method, row.matched_k, task, row.seed)
             existing = read_result(path)
             if existing is not None and existing.get("resume_key") == key:
                 records.append(existing)
@@ -243,33 +248,48 @@ class Workspace:
             hooks.start(row.label)
             start = time.perf_counter()
             method_ctx = replace(task_ctx, refit=self.refitter(method)) if task.refits else task_ctx
-            torch.manual_seed(self.cfg.seed)  # tasks draw from their own seeded generators; this guards any other
+            if task.cross_seed:
+                method_ctx = replace(method_ctx, siblings=lambda base=row.base: self.siblings(side, base, store))
+            torch.manual_seed(task_ctx.seed)  # tasks draw from their own seeded generators; this guards any other
             with torch.inference_mode(not (task.refits or task.needs_grad)):
                 output = task.evaluate(f.dictionary, method_ctx)
-            record = self.record(f, unit.task, task, output, store, side, time.perf_counter() - start, key)
+            record = self.record(f, unit.task, task, output, store, side, time.perf_counter() - start, key,
+                                 task_ctx.seed, row.label)
             write_result(path, record)
             records.append(record)
             hooks.done(row.label)
         return records
 
+    def siblings(self, side: Side, label: str, store: ActivationStore) -> list[Dictionary]:
+        """The dictionaries of `label`'s method fitted with the run's other seeds."""
+        methods = self.methods()
+        out = []
+        for seed in self.cfg.extra_seeds:
+            other = seed_label(label, seed)
+            f = self.load_fitted(side, other, methods[other], store)
+            if f is None:
+                raise BenchError(f"{side.dictionary_dir(other)}: no fitted dictionary for seed {seed}; rerun to fit it")
+            out.append(f.dictionary)
+        return out
+
     def refitter(self, method: Method):
         """A fresh copy of `method` (same settings and seed) fitted on data it is given."""
 
         def refit(data) -> Dictionary:
-            torch.manual_seed(self.cfg.seed)
+            torch.manual_seed(method.seed)
             return type(method)(**asdict(method)).fit(data)
 
         return refit
 
     def record(self, f: Fitted, task_label: str, task: Task, output, store: ActivationStore, side: Side,
-               task_s: float, key: str) -> dict[str, Any]:
+               task_s: float, key: str, seed: int | None = None, label: str | None = None) -> dict[str, Any]:
         spec, cfg = side.spec, self.cfg
         return {
             "resume_key": key,
             "model": spec.model,
             "hook": spec.hook,
             "control": side.control,  # None: the trained model; reports.controls pairs the two sides
-            "method": f.label,
+            "method": label or f.label,
             "method_name": f.method.name,
             "method_params": asdict(f.method),
             "sparse": f.method.sparse,
@@ -285,7 +305,7 @@ class Workspace:
             "activations": {"key": spec.key(), "corpus": spec.corpus_fingerprint, "ctx_len": spec.ctx_len,
                             "train_tokens": store.train.n_tokens, "eval_tokens": store.eval.n_tokens,
                             "model_fingerprint": spec.model_fingerprint},
-            "seed": cfg.seed,
+            "seed": cfg.seed if seed is None else seed,  # the evaluation's (and, for a seeded method, the fit's)
             "device": cfg.device,
             "config": asdict(cfg),
             "config_fingerprint": fingerprint(asdict(cfg)),

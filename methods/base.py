@@ -48,6 +48,7 @@ class Method(abc.ABC):
     sparse: ClassVar[bool] = False
     in_all: ClassVar[bool] = True  # False: left out of `--methods all` (it needs an argument, e.g. a path)
     refittable: ClassVar[bool] = True  # False: cannot be fitted on other data (tasks that refit skip it)
+    seeded: ClassVar[bool] = True  # False: the fit does not depend on the seed (fitted once with `--seeds`)
 
     def __post_init__(self) -> None:
         self.fit_info_: dict = {}  # what the last fit reports about itself (iterations, convergence, losses)

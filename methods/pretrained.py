@@ -24,6 +24,7 @@ class Pretrained(Method):
     name = "pretrained"
     description = "a released SAE in SAELens' format (cfg.json + sae_weights.safetensors), loaded, not trained"
     sparse = True
+    seeded = False  # loaded, not fitted
     in_all = False
     refittable = False  # a released SAE is what it is: toy_superposition has nothing to refit
 

@@ -37,8 +37,9 @@ STATE_FILE = "trainer.json"
 
 
 def group_key(method: SAEMethod) -> tuple[Any, ...]:
-    """SAEs with equal keys can share one pass over the data."""
-    return (method.batch_size, method.epochs, method.seed, method.device)
+    """SAEs with equal keys can share one pass over the data (their seeds may differ: each initialises from its
+    own, the batches come from the pass's `data_seed`)."""
+    return (method.batch_size, method.epochs, method.device)
 
 
 @dataclass
@@ -159,9 +160,9 @@ class SAETraining:
         self.sparse_steps = scalars["sparse_steps"]
 
 
-def _identity(methods: list[SAEMethod], data: TrainingData) -> str:
+def _identity(methods: list[SAEMethod], data: TrainingData, data_seed: int) -> str:
     return fingerprint({"methods": [[m.name, asdict(m)] for m in methods], "n_kept": data.n_kept,
-                        "d_model": data.d_model})
+                        "d_model": data.d_model, "data_seed": data_seed})
 
 
 def _save(directory: Path, slots: list[SAETraining], step: int, identity: str) -> None:
@@ -198,28 +199,32 @@ def _load(directory: Path, slots: list[SAETraining], identity: str) -> int:
 
 
 def train_saes(methods: list[SAEMethod], data: TrainingData, progress: ProgressFn | None = None,
-               checkpoint: Checkpointing | None = None) -> list[SAE]:
-    """Train every method's SAE in one pass over `data` (they must share `group_key`). Returns them on the CPU,
-    in eval mode, with `fit_info_` set on each method."""
+               checkpoint: Checkpointing | None = None, data_seed: int | None = None) -> list[SAE]:
+    """Train every method's SAE in one pass over `data` (they must share `group_key`). Each SAE initialises from its
+    own seed; the batch order comes from `data_seed` (default: the first method's seed), the same for all, so SAEs
+    of several seeds share the pass. Returns them on the CPU, in eval mode, with `fit_info_` set on each method."""
     if not methods:
         return []
     keys = {group_key(m) for m in methods}
     if len(keys) > 1:
-        raise ValueError(f"SAEs trained together must share batch_size, epochs, seed and device; got {keys}")
+        raise ValueError(f"SAEs trained together must share batch_size, epochs and device; got {keys}")
     first = methods[0]
+    data_seed = first.seed if data_seed is None else data_seed
     device = first.device
     total = max(1, int(data.n_kept * first.epochs) // first.batch_size)
-    sample = data.kept_activations(min(data.n_kept, 20_000), seed=first.seed)
+    samples: dict[int, torch.Tensor] = {}
     slots = []
     for m in methods:
+        if m.seed not in samples:  # the init sample is the SAE's own seed's
+            samples[m.seed] = data.kept_activations(min(data.n_kept, 20_000), seed=m.seed)
         torch.manual_seed(m.seed)
-        slots.append(SAETraining(m, m.make(data.d_model, sample).to(device), total))
+        slots.append(SAETraining(m, m.make(data.d_model, samples[m.seed]).to(device), total))
 
     ckpt = checkpoint or Checkpointing()
-    identity = _identity(methods, data)
+    identity = _identity(methods, data, data_seed)
     start = _load(ckpt.directory, slots, identity) if ckpt.directory else 0
     last_save = time.monotonic()
-    for step, batch in enumerate(data.batches(first.batch_size, seed=first.seed, epochs=first.epochs)):
+    for step, batch in enumerate(data.batches(first.batch_size, seed=data_seed, epochs=first.epochs)):
         if step < start:
             continue
         batch = batch.to(device, non_blocking=True)
@@ -242,6 +247,7 @@ def train_saes(methods: list[SAEMethod], data: TrainingData, progress: ProgressF
                                  "dead_fraction_at_end": dead, "resampled": slot.resampled,
                                  "sparse_step_fraction": slot.sparse_steps / max(1, total),
                                  "trained_with": len(slots), "input_scale": float(slot.sae.input_scale),
+                                 "data_seed": data_seed,
                                  "d_dict": slot.sae.d_dict,
                                  **{f"last_{k}": v for k, v in slot.last.items() if k not in {"loss", "mse", "l0"}}}
         out.append(slot.sae.cpu().eval())

@@ -19,7 +19,8 @@ from typing import Any
 from bench.io import atomic_write_text
 from reports.controls import ControlTable, build_control_tables
 from reports.figures import charts as board_charts
-from reports.leaderboard import PRIMARY, Leaderboard, _base, build_leaderboards, cell, fmt, signed, with_interval
+from reports.leaderboard import (HEADLINE, PRIMARY, Leaderboard, _base, build_leaderboards, cell, fmt, signed,
+                                 summary_cell, with_interval)
 from reports.plots import Chart, svg
 from reports.runs import Run
 
@@ -89,11 +90,32 @@ def leaderboard_table(board: Leaderboard, primary_only: bool) -> str:
             what = "each method as fitted" if r.group == "all" else "matched sparsity: each token's top-k codes"
             rows.append(f'<tr class="group"><td colspan="{len(columns) + 1}">{escape(r.group)}: {what}</td></tr>')
             previous = r.group
-        cells = "".join(f'<td class="best">{escape(cell(r, c))}</td>' if board.best(r, c) else f"<td>{escape(cell(r, c))}</td>"
+        cells = "".join(f'<td class="best">{escape(cell(r, c, board))}</td>' if board.best(r, c) else f"<td>{escape(cell(r, c, board))}</td>"
                         for c in columns)
         rows.append(f'<tr><td class="name"><code>{escape(r.method)}</code></td>{cells}</tr>')
     return (f'<div class="scroll"><table class="leaderboard"><thead><tr><th class="name">method</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def summary_table(board: Leaderboard) -> str:
+    """The compact table a reader publishes: one headline metric per task, with interval and rank group."""
+    summ = board.summary
+    if not summ.columns:
+        return ""
+    head = "".join(f'<th title="{escape(c.key)}">{escape(HEADLINE[(_base(c.task), c.metric)])} '
+                   f"{'↑' if c.higher_is_better else '↓'}</th>" for c in summ.columns)
+    rows = []
+    for m in summ.methods:
+        cells = []
+        for c in summ.columns:
+            sc = summ.cells.get((m, c))
+            text = summary_cell(sc) + (f" ({sc.method})" if sc.method != m else "") if sc else "–"
+            cells.append(f'<td class="best">{escape(text)}</td>' if sc and sc.group == 1 else f"<td>{escape(text)}</td>")
+        rows.append(f'<tr><td class="name"><code>{escape(m)}</code></td>{"".join(cells)}</tr>')
+    return ('<h3>Summary: one headline metric per task</h3><div class="scroll"><table class="leaderboard summary">'
+            f'<thead><tr><th class="name">method</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+            "<p>Fidelity columns at matched sparsity (a dense basis keeps each token's top-k codes); the others as "
+            "fitted.</p>")
 
 
 def controls_table(table: ControlTable) -> str:
@@ -156,8 +178,10 @@ def run_page(run: Run, boards: list[Leaderboard], controls: list[ControlTable], 
             f'<table class="meta">{meta}</table>']
     for board, chart_set in zip(boards, chart_sets, strict=True):
         body.append(f"<h2>{escape(board.model)} · <code>{escape(board.hook)}</code></h2>")
-        body.append("<p>↑ higher is better, ↓ lower is better; the best value of each column within a group is "
-                    "<b>bold</b>; [lo, hi] is the task's 95% interval.</p>")
+        body.append(summary_table(board))
+        body.append("<p>↑ higher is better, ↓ lower is better; [lo, hi] is the 95% interval; ①②… are rank groups "
+                    "(① = not significantly worse than the column's best within its codes group, the only one "
+                    "<b>marked</b>); ⁼ = exact by construction, not ranked. The notes say how.</p>")
         body.append(leaderboard_table(board, primary_only=True) + _notes(board.notes))
         body.append(f"<details><summary>every metric ({len(board.columns)} columns)</summary>"
                     f"{leaderboard_table(board, primary_only=False)}</details>")

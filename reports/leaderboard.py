@@ -2,14 +2,28 @@
 
 Rows are grouped by how many codes each token keeps: `all` (each method as fitted) and `top-k` (dense methods
 restricted to each token's k largest codes, k the SAE's L0, beside the SAEs), so methods are compared at matched
-sparsity as well as in full. The best value of each column within a group is marked.
+sparsity as well as in full.
+
+Each cell is a value with its 95% interval and its rank group. Methods are scored on the same units (documents,
+prompts), so they are compared paired: within a codes group, every method is tested against the column's best
+(paired bootstrap over the shared units; with several seeds, a paired t-test over seeds), Holm-corrected; the
+methods not significantly worse than the best form group 1, and so on (`bench.stats.rank_groups`). Only group 1 is
+marked. Full-width dense bases reconstruct exactly by construction, so they are not ranked on fidelity columns.
+Groups are computed for the primary columns (`PRIMARY`, what the terminal shows) and the summary's headlines.
+With several seeds a cell is the mean over seeds, its interval a t-interval over seeds.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+import numpy as np
+
+from bench.seeds import split_seed
+from bench.stats import Evidence, compare_p, rank_groups, seed_p, t_interval
 
 # Shown in the terminal, with short headers; Markdown and JSON carry every metric.
 PRIMARY = {
@@ -31,7 +45,26 @@ PRIMARY = {
     ("concept_erasure", "behaviour_erasure"): "erase behaviour",
     ("concept_erasure", "erasure"): "erase probe",
     ("concept_erasure", "damage_kl"): "erase damage KL",
+    ("stability", "pw_mcc"): "stability PW-MCC",
+    ("stability", "mean_max_cos"): "stability max cos",
 }
+
+
+# One headline metric per task: the compact summary table a reader publishes.
+HEADLINE = {
+    ("reconstruction", "fvu"): "FVU",
+    ("loss_recovered", "loss_recovered"): "loss recovered",
+    ("sparse_probing", "auroc_k5"): "probe AUROC k=5",
+    ("autointerp", "detection_auroc"): "autointerp detection",
+    ("ioi_patching", "kl_auc"): "IOI KL AUC",
+    ("concept_erasure", "erasure"): "erasure",
+    ("toy_superposition", "mmcs"): "toy MMCS",
+    ("stability", "pw_mcc"): "seed stability (PW-MCC)",
+}
+# Columns on which a full-width dense basis is exact by construction (FVU 0, loss recovered 1): not ranked there.
+FIDELITY_TASKS = ("reconstruction", "loss_recovered")
+FIDELITY_EXEMPT = {"l0", "dead_fraction"}
+CIRCLED = "①②③④⑤⑥⑦⑧⑨⑩⑪⑫⑬⑭⑮⑯⑰⑱⑲⑳"
 
 
 @dataclass(frozen=True)
@@ -44,13 +77,100 @@ class Column:
     def label(self) -> str:
         return f"{self.metric} {'↑' if self.higher_is_better else '↓'}"
 
+    @property
+    def key(self) -> str:
+        return f"{self.task}.{self.metric}"
+
+    @property
+    def ranked(self) -> bool:
+        """Whether rank groups are computed for this column (the primary and headline columns)."""
+        return (_base(self.task), self.metric) in PRIMARY or (_base(self.task), self.metric) in HEADLINE
+
+    @property
+    def fidelity(self) -> bool:
+        return _base(self.task) in FIDELITY_TASKS and self.metric not in FIDELITY_EXEMPT
+
+
+@dataclass
+class Cell:
+    """One (row, column): per seed its value and evidence; the value shown, its interval and how it was drawn."""
+
+    seeds: dict[int, float] = field(default_factory=dict)
+    evidence: dict[int, Evidence] = field(default_factory=dict)
+    interval_info: dict[int, dict[str, Any]] = field(default_factory=dict)
+    intervals: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def multi_seed(self) -> bool:
+        return len(self.seeds) > 1
+
+    @property
+    def value(self) -> float:
+        finite = [v for v in self.seeds.values() if not math.isnan(v)]
+        return float(np.mean(finite)) if finite else math.nan
+
+    @property
+    def spread(self) -> float | None:
+        """Standard deviation over seeds (None with one seed)."""
+        vals = [v for v in self.seeds.values() if not math.isnan(v)]
+        return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+
+    @cached_property
+    def info(self) -> dict[str, Any] | None:
+        """How the interval was drawn (unit, n, sources, method), or why there is none."""
+        if self.multi_seed:
+            return t_interval(list(self.seeds.values())).to_json()
+        return next(iter(self.interval_info.values()), None)
+
+    @cached_property
+    def interval(self) -> tuple[float, float] | None:
+        if self.multi_seed:
+            return t_interval(list(self.seeds.values())).interval
+        return next(iter(self.intervals.values()), None)
+
 
 @dataclass
 class Row:
     method: str
     group: str  # "all" or "top-k"
-    values: dict[Column, float] = field(default_factory=dict)
-    intervals: dict[Column, tuple[float, float]] = field(default_factory=dict)
+    cells: dict[Column, Cell] = field(default_factory=dict)
+    dense_full: bool = False  # a dense basis at full width: exact reconstruction by construction
+
+    @property
+    def values(self) -> dict[Column, float]:
+        return {c: cell.value for c, cell in self.cells.items()}
+
+    @property
+    def intervals(self) -> dict[Column, tuple[float, float]]:
+        return {c: cell.interval for c, cell in self.cells.items() if cell.interval is not None}
+
+    def excluded(self, col: Column) -> str | None:
+        """Why this row is not ranked on `col`, if it is not."""
+        if self.dense_full and col.fidelity:
+            return "full-width dense basis: exact reconstruction by construction"
+        return None
+
+
+def column_groups(rows: list[Row], col: Column) -> dict[str, int]:
+    """Rank groups of `col` over `rows` (method label -> group; rows without evidence, or excluded, get none)."""
+    cells = {r.method: r.cells[col] for r in rows if col in r.cells and not r.excluded(col)
+             and not math.isnan(r.cells[col].value)}
+    multi = [c for c in cells.values() if c.multi_seed]
+    if multi:  # seeds are the units: every candidate needs the same seeds
+        seeds = set.intersection(*(set(c.seeds) for c in cells.values()))
+        cells = {m: c for m, c in cells.items() if c.multi_seed and len(seeds) > 1}
+
+        def p(a: str, b: str) -> float:
+            return seed_p([cells[a].seeds[s] for s in sorted(seeds)], [cells[b].seeds[s] for s in sorted(seeds)])
+    else:
+        cells = {m: c for m, c in cells.items() if c.evidence}
+
+        def p(a: str, b: str) -> float:
+            return compare_p(next(iter(cells[a].evidence.values())), next(iter(cells[b].evidence.values())))
+
+    if len(cells) < 2:
+        return {}
+    return rank_groups({m: c.value for m, c in cells.items()}, col.higher_is_better, p)
 
 
 @dataclass
@@ -61,28 +181,104 @@ class Leaderboard:
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
 
+    @cached_property
+    def _groups(self) -> dict[tuple[str, Column], dict[str, int]]:
+        out = {}
+        for group in dict.fromkeys(r.group for r in self.rows):
+            members = [r for r in self.rows if r.group == group]
+            for col in self.columns:
+                if col.ranked:
+                    out[(group, col)] = column_groups(members, col)
+        return out
+
+    def rank(self, row: Row, col: Column) -> int | None:
+        """The row's rank group in `col` within its codes group (1 = not significantly worse than the best)."""
+        return self._groups.get((row.group, col), {}).get(row.method)
+
     def best(self, row: Row, col: Column) -> bool:
-        peers = [r.values[col] for r in self.rows if r.group == row.group and col in r.values
-                 and not math.isnan(r.values[col])]
-        if col not in row.values or len(peers) < 2:
-            return False
-        target = max(peers) if col.higher_is_better else min(peers)
-        return row.values[col] == target
+        """In the top group (the only one marked)."""
+        return self.rank(row, col) == 1
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({s for r in self.rows for c in r.cells.values() for s in c.seeds})
+
+    @cached_property
+    def summary(self) -> "Summary":
+        return build_summary(self)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "hook": self.hook,
             "notes": self.notes,
-            "columns": [{"task": c.task, "metric": c.metric, "higher_is_better": c.higher_is_better} for c in self.columns],
+            "seeds": self.seeds,
+            "columns": [{"task": c.task, "metric": c.metric, "higher_is_better": c.higher_is_better,
+                         "ranked": c.ranked} for c in self.columns],
+            "summary": self.summary.to_json(),
             "rows": [
                 {"method": r.method, "group": r.group,
-                 "metrics": {f"{c.task}.{c.metric}": _number(r.values.get(c)) for c in self.columns},
-                 "best": [f"{c.task}.{c.metric}" for c in self.columns if self.best(r, c)],
-                 "intervals": {f"{c.task}.{c.metric}": list(r.intervals[c]) for c in self.columns if c in r.intervals}}
+                 "metrics": {c.key: _number(r.values.get(c)) for c in self.columns},
+                 "best": [c.key for c in self.columns if self.best(r, c)],
+                 "groups": {c.key: g for c in self.columns if (g := self.rank(r, c)) is not None},
+                 "intervals": {c.key: list(r.intervals[c]) for c in self.columns if c in r.intervals},
+                 "interval_info": {c.key: info for c in self.columns if c in r.cells and (info := r.cells[c].info)},
+                 "seeds": {c.key: {str(s): _number(v) for s, v in r.cells[c].seeds.items()}
+                           for c in self.columns if c in r.cells and r.cells[c].multi_seed},
+                 "not_ranked": {c.key: why for c in self.columns if c in r.cells and (why := r.excluded(c))}}
                 for r in self.rows
             ],
         }
+
+
+@dataclass
+class SummaryCell:
+    method: str  # the row it came from (`pca@top35` for a dense basis at matched sparsity)
+    cell: Cell
+    group: int | None = None
+
+
+@dataclass
+class Summary:
+    """One headline metric per task (`HEADLINE`), one row per method: fidelity at matched sparsity (a dense basis's
+    top-k row), every other column as fitted; rank groups computed over the cells shown."""
+
+    columns: list[Column]
+    methods: list[str]
+    cells: dict[tuple[str, Column], SummaryCell]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"columns": [c.key for c in self.columns],
+                "rows": [{"method": m, "cells": {c.key: {"from": sc.method, "value": _number(sc.cell.value),
+                                                         "interval": list(sc.cell.interval) if sc.cell.interval else None,
+                                                         "group": sc.group}
+                                                 for c in self.columns if (sc := self.cells.get((m, c)))}}
+                         for m in self.methods]}
+
+
+def build_summary(board: Leaderboard) -> Summary:
+    by_key = {(c.task, c.metric): c for c in board.columns}
+    columns = [by_key[k] for k in HEADLINE if k in by_key]
+    methods = list(dict.fromkeys(_base_label(r.method) for r in board.rows))
+    cells: dict[tuple[str, Column], SummaryCell] = {}
+    for col in columns:
+        chosen: dict[str, Row] = {}
+        for r in board.rows:
+            if col not in r.cells or math.isnan(r.cells[col].value):
+                continue
+            m = _base_label(r.method)
+            # Matched sparsity where it exists (the top-k group), and never a full-width basis on fidelity.
+            if r.excluded(col) is None and (m not in chosen or r.group == "top-k"):
+                chosen[m] = r
+        groups = column_groups([Row(m, "summary", {col: r.cells[col]}) for m, r in chosen.items()], col)
+        for m, r in chosen.items():
+            cells[(m, col)] = SummaryCell(r.method, r.cells[col], groups.get(m))
+    return Summary(columns, [m for m in methods if any((m, c) in cells for c in columns)], cells)
+
+
+def _base_label(label: str) -> str:
+    """`pca@top35` -> `pca`; `sae-relu[l1=1]` stays (settings name a different method)."""
+    return label.split("@top")[0]
 
 
 def _number(value: float | None) -> float | None:
@@ -91,30 +287,32 @@ def _number(value: float | None) -> float | None:
 
 
 def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | None = None) -> list[Leaderboard]:
+    """Boards from result records; records of one method at several seeds (`sae-relu~s1`, `"seed"`) fill one row."""
     boards: dict[tuple[str, str], Leaderboard] = {}
     order = {m: i for i, m in enumerate(method_order or [])}
     for rec in records:
         key = (rec["model"], rec["hook"])
         board = boards.setdefault(key, Leaderboard(rec["model"], rec["hook"], [], []))
         group = "all" if rec.get("matched_k") is None or rec.get("sparse") else "top-k"
-        rows = [r for r in board.rows if r.method == rec["method"] and r.group == group]
-        row = rows[0] if rows else Row(rec["method"], group)
-        if not rows:
-            board.rows.append(row)
-        for name, m in rec["metrics"].items():
-            col = Column(rec["task"], name, bool(m["higher_is_better"]))
-            if col not in board.columns:
-                board.columns.append(col)
-            row.values[col] = float(m["value"]) if m["value"] is not None else math.nan
-            if m.get("interval"):
-                row.intervals[col] = tuple(m["interval"])
-        # Sparse methods also stand in the matched-sparsity group, beside the top-k rows.
+        label, _ = split_seed(rec["method"])
+        seed = int(rec.get("seed") or 0)
+        targets = [_row(board, label, group)]
         if rec.get("sparse") and rec.get("matched_k") is not None:
-            twin = next((r for r in board.rows if r.method == rec["method"] and r.group == "top-k"), None)
-            if twin is None:
-                board.rows.append(twin := Row(rec["method"], "top-k"))
-            twin.values.update({c: v for c, v in row.values.items()})
-            twin.intervals.update(row.intervals)
+            targets.append(_row(board, label, "top-k"))  # sparse methods also stand in the matched-sparsity group
+        for row in targets:
+            row.dense_full = row.group == "all" and not rec.get("sparse")
+            for name, m in rec["metrics"].items():
+                col = Column(rec["task"], name, bool(m["higher_is_better"]))
+                if col not in board.columns:
+                    board.columns.append(col)
+                cell = row.cells.setdefault(col, Cell())
+                cell.seeds[seed] = float(m["value"]) if m["value"] is not None else math.nan
+                if m.get("interval"):
+                    cell.intervals[seed] = tuple(m["interval"])
+                if m.get("interval_info"):
+                    cell.interval_info[seed] = m["interval_info"]
+                if m.get("evidence"):
+                    cell.evidence[seed] = Evidence.from_json(m["evidence"])
         for note in rec.get("details", {}).get("board_notes", []):  # e.g. which judge scored, and how well
             if note not in board.notes:
                 board.notes.append(note)
@@ -132,7 +330,27 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
                 board.notes.append(knote)
     for board in boards.values():
         board.rows.sort(key=lambda r: (r.group != "all", order.get(_base(r.method), len(order)), r.method))
+        board.notes.append(_uncertainty_note(board))
     return list(boards.values())
+
+
+def _row(board: Leaderboard, label: str, group: str) -> Row:
+    row = next((r for r in board.rows if r.method == label and r.group == group), None)
+    if row is None:
+        board.rows.append(row := Row(label, group))
+    return row
+
+
+def _uncertainty_note(board: Leaderboard) -> str:
+    seeds = board.seeds
+    if len(seeds) > 1:
+        return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): each cell is the mean over seeds ± their standard "
+                "deviation, its interval a 95% t-interval over seeds (sources: fit seeds and the eval sample drawn "
+                "with each seed); rank groups ①②…: paired t-test over seeds against the group's best, Holm-corrected")
+    return ("[lo, hi]: 95% bootstrap interval over the task's units (documents, prompts, features; source: the eval "
+            "sample, one fit seed); rank groups ①②…: paired bootstrap over shared units against the group's best "
+            "(unpaired where units differ), Holm-corrected at 0.05; only group ① is marked; full-width dense bases "
+            "are not ranked on fidelity columns (exact by construction)")
 
 
 def _base(label: str) -> str:
@@ -155,28 +373,82 @@ def signed(value: float | None) -> str:
 
 
 def with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
-    """The value, with its 95% interval where the task gave one."""
+    """The value, with its 95% interval where there is one."""
     text = fmt(value)
     if interval:
-        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+        text += f" [{fmt(interval[0])}, {fmt(interval[1])}]"
     return text
 
 
-def cell(row: Row, col: Column) -> str:
-    return with_interval(row.values.get(col), row.intervals.get(col))
+def group_mark(group: int | None) -> str:
+    if group is None:
+        return ""
+    return " " + (CIRCLED[group - 1] if group <= len(CIRCLED) else f"({group})")
+
+
+def cell(row: Row, col: Column, board: Leaderboard | None = None, compact: bool = False) -> str:
+    """Value, interval (or ± half-width when `compact`), ± seed spread with several seeds, and rank group."""
+    c = row.cells.get(col)
+    if c is None:
+        return "–"
+    if compact:
+        text = fmt(c.value) + (f" ±{fmt((c.interval[1] - c.interval[0]) / 2)}" if c.interval else "")
+    else:
+        text = with_interval(c.value, c.interval)
+    if c.spread is not None and not compact:
+        text += f" (sd {fmt(c.spread)})"
+    if board is not None:
+        text += group_mark(board.rank(row, col))
+        if row.excluded(col):
+            text += " ⁼"  # exact by construction, not ranked
+    return text
+
+
+def summary_cell(sc: "SummaryCell", compact: bool = False) -> str:
+    c = sc.cell
+    if compact:
+        text = fmt(c.value) + (f" ±{fmt((c.interval[1] - c.interval[0]) / 2)}" if c.interval else "")
+    else:
+        text = with_interval(c.value, c.interval)
+    return text + group_mark(sc.group)
+
+
+def summary_markdown(board: Leaderboard) -> list[str]:
+    summ = board.summary
+    if not summ.columns:
+        return []
+    out = ["### Summary: one headline metric per task\n",
+           "| method | " + " | ".join(f"{HEADLINE[(_base(c.task), c.metric)]} {'↑' if c.higher_is_better else '↓'}"
+                                      for c in summ.columns) + " |",
+           "|" + "---|" * (len(summ.columns) + 1)]
+    for m in summ.methods:
+        cells = []
+        for c in summ.columns:
+            sc = summ.cells.get((m, c))
+            if sc is None:
+                cells.append("–")
+                continue
+            text = summary_cell(sc) + (f" (`{sc.method}`)" if sc.method != m else "")
+            cells.append(f"**{text}**" if sc.group == 1 else text)
+        out.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    out += ["", "Fidelity columns at matched sparsity (a dense basis keeps each token's top-k codes); the others as "
+            "fitted. ① marks the top group: not significantly worse than the best (see the notes below).", ""]
+    return out
 
 
 def to_markdown(boards: list[Leaderboard]) -> str:
     out = []
     for b in boards:
         out.append(f"## {b.model} · `{b.hook}`\n")
+        out.extend(summary_markdown(b))
+        out.append("### Every metric\n")
         header = ["method", "codes"] + [f"{c.task}: {c.label}" for c in b.columns]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
         for r in b.rows:
             cells = [f"`{r.method}`", r.group]
             for c in b.columns:
-                text = cell(r, c)
+                text = cell(r, c, b)
                 cells.append(f"**{text}**" if b.best(r, c) else text)
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
@@ -206,7 +478,30 @@ def to_rich(boards: list[Leaderboard], primary_only: bool = True):
                 t.add_section()
             previous = r.group
             t.add_row(escape(r.method), r.group, *[
-                f"[bold green]{cell(r, c)}[/]" if b.best(r, c) else cell(r, c) for c in cols
+                f"[bold green]{escape(cell(r, c, b, compact=True))}[/]" if b.best(r, c)
+                else escape(cell(r, c, b, compact=True)) for c in cols
             ])
+        if primary_only:
+            tables.append(summary_rich(b))
         tables.append(t)
     return tables
+
+
+def summary_rich(board: Leaderboard):
+    from rich.markup import escape
+    from rich.table import Table
+
+    summ = board.summary
+    t = Table(title=f"summary · {board.model} · {board.hook}", caption="fidelity at matched sparsity; ± half the 95% "
+              "interval; ① top group (not significantly worse than the best)", caption_justify="left")
+    t.add_column("method", style="bold", no_wrap=True)
+    for c in summ.columns:
+        t.add_column(f"{HEADLINE[(_base(c.task), c.metric)]} {'↑' if c.higher_is_better else '↓'}", justify="right")
+    for m in summ.methods:
+        cells = []
+        for c in summ.columns:
+            sc = summ.cells.get((m, c))
+            text = escape(summary_cell(sc, compact=True)) if sc else "–"
+            cells.append(f"[bold green]{text}[/]" if sc and sc.group == 1 else text)
+        t.add_row(escape(m), *cells)
+    return t

@@ -70,7 +70,7 @@ def csv_text(runs: list[Run]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["run", "git_commit", "model", "hook", "method", "codes", "task", "metric", "higher_is_better",
-                "value", "interval_lo", "interval_hi", "best"])
+                "value", "interval_lo", "interval_hi", "best", "group"])
     for run in runs:
         for b in build_leaderboards(run.trained, run.method_order):
             for r in b.rows:
@@ -81,7 +81,7 @@ def csv_text(runs: list[Run]) -> str:
                     value = r.values[c]
                     w.writerow([run.name, run.git_commit or "", b.model, b.hook, r.method, r.group, c.task, c.metric,
                                 int(c.higher_is_better), "" if value != value else repr(value), lo, hi,
-                                int(b.best(r, c))])
+                                int(b.best(r, c)), b.rank(r, c) or ""])
     return buf.getvalue()
 
 
