@@ -200,6 +200,8 @@ def resume_key(cfg: RunConfig, side: Side, method: Method, matched_k: int | None
         key["control"] = side.control
     if task.needs_judge:
         key["judge"] = cfg.judge.identity()
+    if task.cross_seed:
+        key["seeds"] = list(cfg.all_seeds)
     return fingerprint(key)
 
 
@@ -311,6 +313,9 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
             existing = read_result(path)
             if existing is None:
                 todo.append(row)
+            elif task.cross_seed and existing.get("resume_key") != resume_key(cfg, side, method, row.matched_k, task,
+                                                                               row.seed):
+                todo.append(row)  # other seeds than last time: recomputed from the dictionaries, which are kept
             elif existing.get("resume_key") != resume_key(cfg, side, method, row.matched_k, task, row.seed):
                 raise BenchError(f"{path} holds a result from other settings; use a new --out "
                                  "(finished results there are kept)")

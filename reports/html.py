@@ -19,7 +19,7 @@ from typing import Any
 from bench.io import atomic_write_text
 from reports.controls import ControlTable, build_control_tables
 from reports.figures import charts as board_charts
-from reports.leaderboard import (HEADLINE, PRIMARY, Leaderboard, _base, build_leaderboards, cell, fmt, signed,
+from reports.leaderboard import (HEADLINE, PRIMARY, Leaderboard, _base, cell, fmt, signed,
                                  summary_cell, with_interval)
 from reports.plots import Chart, svg
 from reports.runs import Run
@@ -219,7 +219,7 @@ def write_site(runs: list[Run], out: Path, history: tuple[list[Chart], str] | No
     out = Path(out)
     pages = []
     for run in runs:
-        boards = build_leaderboards(run.trained, run.method_order)
+        boards = run.boards
         controls = build_control_tables(run.records, run.method_order)
         chart_sets = [board_charts([r for r in run.trained if (r["model"], r["hook"]) == (b.model, b.hook)])
                       for b in boards]

@@ -19,7 +19,7 @@ from bench.io import atomic_write_json, atomic_write_text
 from bench.results import now
 from reports import history as hist
 from reports.controls import build_control_tables, controls_markdown, controls_rich
-from reports.leaderboard import PRIMARY, build_leaderboards, to_markdown, to_rich
+from reports.leaderboard import PRIMARY, to_markdown, to_rich
 from reports.plots import Chart, Point, Series
 from reports.runs import Run
 
@@ -42,7 +42,7 @@ def parse_formats(text: str) -> list[str]:
 
 
 def run_json(run: Run) -> dict[str, Any]:
-    boards = build_leaderboards(run.trained, run.method_order)
+    boards = run.boards
     controls = build_control_tables(run.records, run.method_order)
     return {"run": {"name": run.name, "source": run.source, "history_id": run.history_id, "started": run.started,
                     "git_commit": run.git_commit, "config_fingerprint": run.config_fingerprint,
@@ -58,7 +58,7 @@ def report_json(runs: list[Run]) -> dict[str, Any]:
 def markdown(runs: list[Run]) -> str:
     out = []
     for run in runs:
-        boards = build_leaderboards(run.trained, run.method_order)
+        boards = run.boards
         controls = build_control_tables(run.records, run.method_order)
         out.append(f"# {run.name}\n\ncommit `{(run.git_commit or '?')[:10]}` · preset {run.config.get('preset', '?')} · "
                    f"started {run.started or '?'}\n\n{to_markdown(boards)}"
@@ -72,7 +72,7 @@ def csv_text(runs: list[Run]) -> str:
     w.writerow(["run", "git_commit", "model", "hook", "method", "codes", "task", "metric", "higher_is_better",
                 "value", "interval_lo", "interval_hi", "best", "group"])
     for run in runs:
-        for b in build_leaderboards(run.trained, run.method_order):
+        for b in run.boards:
             for r in b.rows:
                 for c in b.columns:
                     if c not in r.values:
@@ -87,7 +87,7 @@ def csv_text(runs: list[Run]) -> str:
 
 def print_terminal(runs: list[Run], console) -> None:
     for run in runs:
-        boards = build_leaderboards(run.trained, run.method_order)
+        boards = run.boards
         console.print(f"[bold]{run.name}[/] ({run.source})", highlight=False, markup=True)
         for table in [*to_rich(boards), *controls_rich(build_control_tables(run.records, run.method_order))]:
             console.print(table)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,13 @@ class Run:
     @property
     def config_fingerprint(self) -> str:
         return fingerprint(self.config)
+
+    @cached_property
+    def boards(self) -> list:
+        """The leaderboards of the trained side, built once (rank groups cost bootstrap tests)."""
+        from reports.leaderboard import build_leaderboards
+
+        return build_leaderboards(self.trained, self.method_order)
 
     @property
     def trained(self) -> list[dict[str, Any]]:

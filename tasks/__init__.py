@@ -12,10 +12,11 @@ from tasks.ioi import IOIPatching
 from tasks.loss_recovered import LossRecovered
 from tasks.reconstruction import Reconstruction
 from tasks.sparse_probing import SparseProbing
+from tasks.stability import Stability
 from tasks.toy_superposition import ToySuperposition
 
 REGISTRY: dict[str, type[Task]] = {cls.name: cls for cls in (Reconstruction, LossRecovered, ToySuperposition, SparseProbing,
-                                                         AutoInterp, IOIPatching, ConceptErasure)}
+                                                         AutoInterp, IOIPatching, ConceptErasure, Stability)}
 ORIGINS: dict[str, str] = dict.fromkeys(REGISTRY, BUILTIN)  # name -> package that provides it
 load_plugins("decompbench.tasks", Task, REGISTRY, ORIGINS)
 

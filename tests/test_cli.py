@@ -80,7 +80,9 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
     import tasks
 
     base = {label for label in labels if "@top" not in label}
-    assert len(results) == sum(len(labels) if t.topk_rows else len(base) for t in tasks.REGISTRY.values())
+    # (cross-seed tasks, stability, need --seeds: none here)
+    assert len(results) == sum(len(labels) if t.topk_rows else len(base) for t in tasks.REGISTRY.values()
+                               if not t.cross_seed)
     toy = _metrics(out, "toy_superposition")
     assert set(toy) == base and toy["sae-relu"]["mmcs"] > toy["pca"]["mmcs"]
     for key in ("config", "versions", "git_commit", "seed", "timings", "metrics", "exclusion"):
@@ -110,6 +112,42 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
                   "--out", str(other))
     assert third.returncode == 0, third.stderr[-3000:]
     assert _metrics(other, "reconstruction") == _metrics(out, "reconstruction")
+
+
+def test_seeds_fit_per_seed_in_one_pass_report_the_spread_and_stability(tmp_path):
+    out = tmp_path / "seeds"
+    args = ("run", "--preset", "smoke", "--methods", "neurons,pca,sae-topk,sae-relu", "--tasks", "reconstruction,stability",
+            "--out", str(out))
+    first = bench(*args, "--seeds", "0,1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    records = {r["method"]: r for r in (json.loads(p.read_text()) for p in (out / "results").glob("*.json"))
+               if r["task"] == "reconstruction"}
+    assert {"neurons", "neurons~s1", "pca", "pca~s1", "sae-topk", "sae-topk~s1", "sae-relu~s1"} <= set(records)
+    assert records["pca~s1"]["seed"] == 1 and records["pca"]["seed"] == 0
+    # the SAEs of both seeds trained in one pass, each from its own seed, on the base seed's batches
+    info = records["sae-topk~s1"]["fit_info"]
+    assert info["trained_with"] == 4 and info["data_seed"] == 0 and records["sae-topk~s1"]["method_params"]["seed"] == 1
+    assert records["sae-topk~s1"]["metrics"]["fvu"]["value"] != records["sae-topk"]["metrics"]["fvu"]["value"]
+
+    board = json.loads((out / "leaderboard.json").read_text())["boards"][0]
+    assert board["seeds"] == [0, 1]
+    topk = next(r for r in board["rows"] if r["method"] == "sae-topk" and r["group"] == "all")
+    assert set(topk["seeds"]["reconstruction.fvu"]) == {"0", "1"}
+    assert topk["interval_info"]["reconstruction.fvu"]["unit"] == "seed"
+    assert "sd " in (out / "leaderboard.md").read_text()
+
+    stability = {r["method"]: r for r in (json.loads(p.read_text()) for p in (out / "results").glob("*__stability.json"))}
+    assert set(stability) == {"pca", "sae-topk", "sae-relu"}  # seeded methods only, once each
+    for r in stability.values():
+        m = r["metrics"]
+        assert 0 <= m["pw_mcc"]["value"] <= 1 and m["random_pw_mcc"]["value"] < m["pw_mcc"]["value"]
+
+    # a third seed extends the run: the first two seeds' results are kept as they are
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json") if "stability" not in p.name}
+    second = bench(*args, "--seeds", "0,1,2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert stamps == {n: (out / "results" / n).stat().st_mtime_ns for n in stamps}
+    assert (out / "results").glob("*sae-topk_s2__reconstruction.json")
 
 
 def test_sae_sweep_in_one_pass_then_export_and_benchmark_the_export(tmp_path):

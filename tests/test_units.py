@@ -102,3 +102,35 @@ def test_errors_of_the_executor_options(tmp_path):
     (tmp_path / "ray.py").write_text("raise ImportError('not installed')\n")  # Ray as if it were not installed
     missing = bench("run", "--executor", "ray", "--preset", "smoke", env={"PYTHONPATH": str(tmp_path)})
     assert_one_line_error(missing, "pip install -e .[ray]")
+
+
+def test_seeds_fit_seeded_methods_per_seed_in_one_sae_pass_and_evaluate_every_row_per_seed(tmp_path):
+    cfg, plan = _plan(tmp_path, "neurons,pca,sae-relu,sae-topk", "reconstruction,stability", seeds=(0, 1, 2))
+    # neurons are not seeded: fitted once; the SAEs of all three seeds share one pass over the activations
+    assert [u.labels for u in plan.fits] == [
+        ("neurons",), ("pca",), ("sae-relu", "sae-topk", "sae-relu~s1", "sae-topk~s1", "sae-relu~s2", "sae-topk~s2"),
+        ("pca~s1",), ("pca~s2",)]
+    methods = dict(plan.methods)
+    assert methods["sae-topk~s2"].seed == 2 and methods["sae-topk"].seed == 0
+    evals = plan_evals(cfg, plan, 8)
+    rows = [r for u in evals.units if u.task == "reconstruction" for r in u.rows]
+    labels = [r.label for r in rows]
+    # every row once per seed; neurons' one dictionary is scored on each seed's eval sample
+    assert {"neurons", "neurons~s1", "neurons~s2", "neurons@top8~s2", "pca@top8~s1", "sae-relu~s2"} <= set(labels)
+    assert len(labels) == 3 * 6  # (neurons, pca, two SAEs, neurons@top8, pca@top8) x 3 seeds
+    assert next(r for r in rows if r.label == "neurons~s1").base == "neurons"
+    assert next(r for r in rows if r.label == "pca@top8~s1").base == "pca~s1"
+    # stability: each seeded method once, against its other seeds
+    assert sorted(r.label for u in evals.units if u.task == "stability" for r in u.rows) == ["pca", "sae-relu", "sae-topk"]
+    one_seed_cfg, one_seed = _plan(tmp_path, "pca,sae-relu", "reconstruction,stability")
+    assert not [u for u in plan_evals(one_seed_cfg, one_seed, 8).units if u.task == "stability"]
+
+
+def test_seeds_on_the_command_line(tmp_path):
+    from bench.cli import parse_seeds
+
+    assert parse_seeds("0,1,2", 0) == (0, 1, 2) and parse_seeds("3", 5) == (5, 6, 7) and parse_seeds(None, 4) == (4,)
+    for bad in ("0,0", "x", "0", "-1,2"):
+        with pytest.raises(BenchError):
+            parse_seeds(bad, 0)
+    assert_one_line_error(bench("run", "--preset", "smoke", "--seeds", "1,1", "--out", str(tmp_path / "r")), "--seeds")
