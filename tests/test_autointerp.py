@@ -21,7 +21,7 @@ from tasks.autointerp.calibration import calibrate, control_features
 from tasks.autointerp.excerpts import Excerpt, Sizes, sample_examples
 from tasks.autointerp.pipeline import Feature, Scored, interpret
 from tasks.autointerp.prompts import clean_explanation, display, explain_request, render
-from tasks.autointerp.scoring import auroc, balanced_accuracy, best_threshold, bootstrap_interval, correlation
+from tasks.autointerp.scoring import auroc, balanced_accuracy, best_threshold, correlation, feature_mean
 
 # --- scores ---------------------------------------------------------------------------------------------------
 
@@ -49,14 +49,26 @@ def test_calibrated_threshold_rescues_a_biased_judge():
     assert balanced_accuracy(probs, labels, t) == pytest.approx(1.0)
 
 
-def test_bootstrap_interval():
-    assert bootstrap_interval(np.array([0.3]), seed=0) is None
-    assert bootstrap_interval(np.full(5, 0.4), seed=0) == pytest.approx((0.4, 0.4))
+def test_feature_mean_interval_over_features():
+    few = feature_mean(["7", "3", "12"], [0.5, 0.5, 0.5], "d", seed=0)
+    assert few.value == 0.5 and few.interval is None  # three features are no interval (the old code said [0.5, 0.5])
+    assert "3 features: too few" in few.interval_info.reason
+    same = feature_mean([str(i) for i in range(6)], np.full(6, 0.4), "d", seed=0)
+    assert same.interval is None and "same value" in same.interval_info.reason
+    # NaN (undefined score) drops that feature: value, ids and n are over the rest
+    with_nan = feature_mean(["1", "2", "3", "4", "5", "6"], [0.1, np.nan, 0.3, 0.5, 0.7, 0.9], "d", seed=0)
+    assert with_nan.value == pytest.approx(0.5) and with_nan.evidence.ids == ["1", "3", "4", "5", "6"]
+    assert with_nan.interval is not None and with_nan.interval_info.n == 5
+    none = feature_mean(["1", "2"], [np.nan, np.nan], "d", seed=0)
+    assert np.isnan(none.value) and none.interval is None and none.interval_info.reason
     v = np.random.default_rng(0).normal(0.2, 0.1, 40)
-    lo, hi = bootstrap_interval(v, seed=0)
-    assert lo < v.mean() < hi
+    m = feature_mean([str(i) for i in range(40)], v, "d", seed=0)
+    lo, hi = m.interval
+    assert m.value == pytest.approx(v.mean()) and lo < v.mean() < hi
     half = 1.96 * v.std() / np.sqrt(len(v))  # the normal approximation the paper's error bars use
     assert hi - lo == pytest.approx(2 * half, rel=0.25)
+    assert m.evidence.unit == "feature" and m.evidence.sources == ("features sampled", "judge")
+    assert m.interval_info.method in ("BCa", "percentile") and m.higher_is_better
 
 
 # --- judge reply parsing ----------------------------------------------------------------------------------------
@@ -220,3 +232,71 @@ def test_pipeline_with_a_real_judge_then_the_rerun_is_free(smol, model, store, t
     again, _ = interpret(features, tokens, strings, judge, sizes, seed=0)
     assert judge.usage.prompt_tokens == spent and judge.usage.cached == 2 * 5  # nothing recomputed
     assert [s.to_json() for s in again] == [s.to_json() for s in first]
+
+
+# --- the task's metrics, with a stand-in judge ---------------------------------------------------------------------
+
+
+class _HashJudge:
+    """A deterministic stand-in for an LLM: answers are drawn from a hash of the prompt, so every feature gets its
+    own scores (AUROC in quarters, varied simulations) in milliseconds. Simulates all at once, like llama.cpp."""
+
+    name = "hash"
+    concurrency = 1
+
+    def check(self) -> None:
+        pass
+
+    @staticmethod
+    def _h(messages) -> int:
+        import hashlib
+
+        return int(hashlib.sha256(repr(messages).encode()).hexdigest()[:8], 16)
+
+    def complete(self, messages, max_tokens, logprobs=0):
+        if not logprobs:  # an explanation
+            return Completion("the same few tokens", prompt_tokens=1, completion_tokens=1)
+        p = (self._h(messages) % 97 + 1) / 99
+        return Completion("yes", ["yes"], [{"yes": np.log(p), "no": np.log(1 - p)}], 1, 1)
+
+    def readout(self, messages, pieces, slots, digits):
+        h = self._h(messages)
+        return {"tables": [{str((h >> (i % 24)) % 10): 0.0} for i in slots], "prompt_tokens": 1}
+
+
+def test_metrics_are_means_over_features_with_the_dictionary_index_as_id(model, store):
+    import json
+
+    import torch
+
+    from bench.dictionary import LinearDictionary
+    from tasks.autointerp import AutoInterp
+    from tasks.base import TaskContext
+
+    judge = Judge(_HashJudge())
+    ctx = TaskContext(store, store.hook, lambda: model, seed=0, judge_loader=lambda: judge)
+    task = AutoInterp(n_features=6, n_controls=1, window=8, n_explain=2, n_score_top=2, n_score_random=2,
+                      n_score_sampled=1)
+    task.prepare(ctx)
+    d = store.train.d_model
+    mean = store.train.kept_activations().mean(0)
+    dictionary = LinearDictionary.from_matrices(torch.eye(d), torch.eye(d), mean)  # every code fires often
+    out = task.evaluate(dictionary, ctx)
+    features = out.details["features"]
+    assert len(features) == 6
+    for name, key in (("simulation", "simulation"), ("detection_auroc", "detection_auroc"),
+                      ("detection_bal_acc", "detection_balanced_accuracy")):
+        m = out.metrics[name]
+        per = {f["feature"]: f[key] for f in features if f[key] is not None}
+        assert m.evidence.ids == list(per) and all(0 <= int(i) < dictionary.d_dict for i in per)
+        assert m.value == pytest.approx(np.mean(list(per.values())))
+        assert m.interval_info.n == len(per) and m.interval_info.sources == ("features sampled", "judge")
+        if len(per) >= 5 and len(set(per.values())) > 1:
+            assert m.interval is not None and m.interval[0] <= m.value <= m.interval[1], name
+        json.dumps(m.to_json())  # the result file can hold it
+    assert out.metrics["detection_auroc"].interval is not None  # quarters from the hash: not all equal here
+
+    task.n_features = 3
+    few = task.evaluate(dictionary, ctx).metrics
+    for m in few.values():
+        assert m.interval is None and "too few" in m.interval_info.reason

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+
+from bench.stats import Evidence
+from tasks.base import Metric
 
 
 def finite_or_none(v: float | None) -> float | None:
@@ -50,13 +55,17 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(candidates[int(np.nanargmax(accuracies))]) if not np.all(np.isnan(accuracies)) else 0.5
 
 
-def bootstrap_interval(values: np.ndarray, seed: int, n_resamples: int = 2000, level: float = 0.95
-                       ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean over features; None with fewer than two values."""
-    v = np.asarray([x for x in values if np.isfinite(x)], float)
-    if len(v) < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(n_resamples, len(v)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+def feature_mean(keys: Sequence[str], values: Sequence[float], description: str, seed: int) -> Metric:
+    """Mean of a per-feature score (higher is better) over the features where it is defined, with a bootstrap
+    interval over those features (`bench.stats`: none, with the reason, below 5 features or when every resample
+    gives the same value). keys `[n]` name the features (their index in the dictionary), values `[n]`, NaN where
+    the score is undefined (e.g. detection with one class left). Features are each method's own sample, so ids do
+    not pair two methods; the interval covers the sampling of features and the judge's noise on each."""
+    v = np.asarray(values, float)
+    ok = np.isfinite(v)
+    if not ok.any():
+        return Metric.without_interval(float("nan"), True, description, "no sampled feature has this score",
+                                       unit="feature", n=0)
+    evidence = Evidence("feature", [k for k, o in zip(keys, ok, strict=True) if o], "mean", {"x": v[ok]},
+                        sources=("features sampled", "judge"))
+    return Metric.of(evidence, True, description, seed=seed)

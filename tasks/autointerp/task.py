@@ -6,9 +6,10 @@ Two scores per feature (Bills et al. 2023; Cunningham et al. 2023; SAEBench and 
   top-activating and random firing excerpts;
 - `detection`: AUROC of the scorer's yes-probability on top-activating (positive) vs random (negative) excerpts,
   and balanced accuracy at this judge's threshold, calibrated on controls of known meaning.
-Per method: means over features with bootstrap 95% intervals, and per-feature records (explanation, excerpts,
-judge answers). Before any method, the judge is calibrated (see `calibration.py`) and the result says how well it
-separates known from shuffled controls: weak judges are the rule on a CPU, and a score means little without it.
+Per method: means over features with bootstrap 95% intervals over features (none below 5 features: see
+`scoring.feature_mean`), and per-feature records (explanation, excerpts, judge answers). Before any method, the
+judge is calibrated (see `calibration.py`) and the result says how well it separates known from shuffled
+controls: weak judges are the rule on a CPU, and a score means little without it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from bench.seeds import rng
 from tasks.autointerp.calibration import calibrate, control_features
 from tasks.autointerp.excerpts import Sizes
 from tasks.autointerp.pipeline import Feature, Scored, interpret
-from tasks.autointerp.scoring import balanced_accuracy, bootstrap_interval, finite_or_none
-from tasks.base import Metric, Task, TaskContext, TaskOutput
+from tasks.autointerp.scoring import balanced_accuracy, feature_mean, finite_or_none
+from tasks.base import Task, TaskContext, TaskOutput
 
 
 @dataclass
@@ -107,14 +108,16 @@ class AutoInterp(Task):
         for s in scored:
             s.examples["detection_balanced_accuracy"] = finite_or_none(
                 balanced_accuracy(np.array(s.yes_probs), np.array(s.labels, bool), threshold))
+        keys = [s.key for s in scored]  # the feature's index in the dictionary: the evidence's ids
+        bal_acc = [np.nan if (v := s.examples["detection_balanced_accuracy"]) is None else v for s in scored]
         metrics = {
-            "simulation": self._mean([s.simulation for s in scored], ctx, "correlation of simulated and true "
-                                     "activations (top + random firing excerpts), mean over features"),
-            "detection_auroc": self._mean([s.detection_auroc for s in scored], ctx, "AUROC of the judge's "
-                                          "yes-probability, top vs random excerpts, mean over features"),
-            "detection_bal_acc": self._mean(
-                [np.nan if (v := s.examples["detection_balanced_accuracy"]) is None else v for s in scored], ctx,
-                f"balanced accuracy at the judge's calibrated yes-threshold {threshold:.3f}, mean over features"),
+            "simulation": feature_mean(keys, [s.simulation for s in scored], "correlation of simulated and true "
+                                       "activations (top + random firing excerpts), mean over features", ctx.seed),
+            "detection_auroc": feature_mean(keys, [s.detection_auroc for s in scored], "AUROC of the judge's "
+                                            "yes-probability, top vs random excerpts, mean over features", ctx.seed),
+            "detection_bal_acc": feature_mean(
+                keys, bal_acc, f"balanced accuracy at the judge's calibrated yes-threshold {threshold:.3f}, mean over "
+                "features", ctx.seed),
         }
         cal = self._calibration
         details = {
@@ -127,12 +130,6 @@ class AutoInterp(Task):
             "board_notes": [_calibration_note(judge.name, judge.simulation_mode, cal)],
         }
         return TaskOutput(metrics, details)
-
-    def _mean(self, values: list[float], ctx: TaskContext, description: str) -> Metric:
-        v = np.array(values, float)
-        v = v[np.isfinite(v)]
-        return Metric(float(v.mean()) if len(v) else float("nan"), True, bootstrap_interval(v, ctx.seed),
-                      description + f" (n={len(v)})")
 
 
 def _spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
