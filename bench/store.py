@@ -150,6 +150,19 @@ class ActivationSplit:
             x = x[subsample(len(x), max_tokens, seed)]
         return torch.from_numpy(np.ascontiguousarray(x))
 
+    def kept_context(self, max_tokens: int | None = None, seed: int = 0) -> np.ndarray:
+        """int64 `[n]`: the context of each row `kept_activations(max_tokens, seed)` returns, in the same order (the
+        same seeded subsample); `doc()[kept_context(...)]` gives each row's document."""
+        per_shard, offset = [], 0
+        for i, s in enumerate(self.shards):
+            keep = self._load(i, "keep", mmap=False)
+            per_shard.append(np.repeat(np.arange(offset, offset + len(keep), dtype=np.int64), keep.sum(axis=1)))
+            offset += s["n_contexts"]
+        rows = np.concatenate(per_shard) if per_shard else np.empty(0, dtype=np.int64)
+        if max_tokens is not None and max_tokens < len(rows):
+            rows = rows[subsample(len(rows), max_tokens, seed)]
+        return rows
+
     def batches(self, batch_size: int, seed: int = 0, epochs: float = 1.0) -> Iterator[torch.Tensor]:
         """Stream shuffled batches `[batch_size, d_model]` of kept tokens, one shard in memory at a time.
 

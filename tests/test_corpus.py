@@ -46,3 +46,20 @@ def test_user_text_files(tmp_path):
         load_corpus(str(jl))
     jl.write_text(json.dumps({"text": "hello there", "genre": "greeting"}) + "\n")
     assert load_corpus(str(jl))[0].genre == "greeting"
+
+
+@pytest.mark.parametrize("n", [3, 7, 12, 30])
+def test_n_contexts_from_m_documents_span_min_n_m_documents(n):
+    """Round-robin: every document's first window, then every second...: n contexts from m documents come from
+    min(n, m) documents, the first m rows are the documents' first windows in order."""
+    from bench.corpus import Document
+
+    m = 7
+    # token of word w of document i: 1000 i + w
+    docs = [Document(f"d{i}", "g", " ".join(str(1000 * i + w) for w in range(40 + 10 * i))) for i in range(m)]
+    ctx = make_contexts(docs, lambda t: [int(w) for w in t.split()], ctx_len=10, n_contexts=n)
+    assert len(set(ctx.doc.tolist())) == min(n, m)
+    first = ctx.tokens[: min(n, m)]
+    assert [row[0] for row in first.tolist()] == [1000 * i for i in range(min(n, m))]
+    if n > m:  # the second round starts with document 0's second window
+        assert ctx.tokens[m, 0] == 10 and ctx.doc[m] == 0

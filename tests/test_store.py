@@ -42,6 +42,23 @@ def test_store_contents_are_consistent(store, model):
     assert train_docs.isdisjoint({d for d, _ in store.eval.documents})
 
 
+def test_kept_context_names_the_context_of_every_kept_row(store):
+    """kept_context lines up with kept_activations, whole and subsampled (the document of each token: the unit of
+    the token-level metrics)."""
+    split = store.eval
+    for max_tokens in (None, 100):
+        x = split.kept_activations(max_tokens, seed=5)
+        rows = split.kept_context(max_tokens, seed=5)
+        assert rows.shape == (x.shape[0],) and (np.diff(rows) >= 0).all()
+        acts = split.context_activations(0, split.n_contexts)  # `[C, T, d]`
+        keep = torch.from_numpy(split.keep())
+        for i in np.random.default_rng(0).choice(len(rows), 20, replace=False):
+            c = int(rows[i])
+            assert (acts[c][keep[c]] == x[i]).all(-1).any(), f"row {i} is not a kept token of context {c}"
+    assert np.bincount(split.kept_context(), minlength=split.n_contexts).tolist() == split.keep().sum(1).tolist()
+    assert len(split.doc()[split.kept_context()]) == split.n_kept
+
+
 def test_batches_stream_every_kept_token_once_per_epoch(store):
     batches = list(store.train.batches(100, seed=3, epochs=1.0))
     assert len(batches) == store.train.n_kept // 100

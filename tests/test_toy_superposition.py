@@ -102,3 +102,38 @@ def test_ground_truth_is_not_what_a_seeded_method_would_draw():
         init = torch.nn.functional.normalize(torch.randn(1024, data.d, generator=torch.Generator().manual_seed(seed)),
                                              dim=-1)
         assert max_cosines(init, truth).max() < 0.5
+
+
+def test_intervals_units_and_pairing():
+    """MMCS / recovered_fraction: means over ground-truth features; fvu / l0: ratios of sums over 100 blocks of the
+    i.i.d. held-out samples, ids by block, so two methods are paired block by block; values as before."""
+    task = ToySuperposition(data=ToyData(d=16, n_features=32), n_train=2_000, n_eval=300)
+    ctx = TaskContext(store=None, hook="", model_loader=lambda: None, seed=0)
+    task.prepare(ctx)
+    outs = {}
+    for spec in ("pca", "random"):
+        ctx.refit = lambda data, spec=spec: build_method(spec).fit(data)
+        outs[spec] = task.evaluate(None, ctx)
+        fitted = build_method(spec).fit(task._train)  # seeded: the same dictionary the task refitted
+        best = max_cosines(fitted.directions, task._truth)
+        m = outs[spec].metrics
+        assert m["mmcs"].value == pytest.approx(best.mean().item(), rel=1e-12)
+        assert m["recovered_fraction"].value == pytest.approx((best > 0.9).double().mean().item(), abs=1e-12)
+        x = task._eval.double()
+        err = (x - fitted.decode(fitted.encode(task._eval)).double()).pow(2).sum().item()
+        assert m["fvu"].value == pytest.approx(err / (x - x.mean(0)).pow(2).sum().item(), rel=1e-6)
+        for name in ("mmcs", "recovered_fraction"):
+            ev = m[name].evidence
+            assert (ev.unit, ev.n, ev.sources) == ("ground-truth feature", 32, ("ground-truth features",))
+        for name in ("fvu", "l0"):
+            ev = m[name].evidence
+            assert (ev.unit, ev.ids, ev.sources) == ("block of samples", [f"block-{b}" for b in range(100)],
+                                                     ("synthetic sample",))
+        assert m["dead_fraction"].interval is None and m["dead_fraction"].interval_info.reason
+    lo, hi = outs["random"].metrics["mmcs"].interval
+    assert lo < outs["random"].metrics["mmcs"].value < hi
+    lo, hi = outs["pca"].metrics["fvu"].interval
+    assert lo < outs["pca"].metrics["fvu"].value < hi
+    # nothing recovered above 0.9 by random directions in 16 dims: every resample is 0, no interval, and why
+    rec = outs["random"].metrics["recovered_fraction"]
+    assert rec.value == 0.0 and rec.interval is None and "same value" in rec.interval_info.reason
