@@ -33,6 +33,7 @@ ALPHA = 0.05
 N_RESAMPLES = 2000
 MIN_UNITS = 5  # fewer units than this: no interval (a bootstrap over 3 values is not an interval)
 MIN_SEEDS = 2
+TINY = 1e-9  # relative spread below float rounding: "the same value" (an exact reconstruction's FVU ~1e-16)
 
 
 # --- statistics --------------------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ def interval(ev: Evidence, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Int
         res = _bootstrap(ev.n, ev.at, seed, method, n_resamples)
         dist = res.bootstrap_distribution
         finite = dist[np.isfinite(dist)]
-        if finite.size and np.ptp(finite) == 0:
+        if finite.size and np.ptp(finite) <= TINY * max(1.0, float(np.abs(finite).max())):
             return IntervalInfo(**info, reason=f"every resample of the {ev.n} {ev.unit}s gives the same value")
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if math.isfinite(lo) and math.isfinite(hi):
@@ -206,7 +207,7 @@ def t_interval(values: Sequence[float], unit: str = "seed",
     info = dict(unit=unit, n=len(x), sources=sources)
     if len(x) < MIN_SEEDS:
         return IntervalInfo(**info, reason=f"{len(x)} {unit}: too few for an interval")
-    if np.ptp(x) == 0:
+    if np.ptp(x) <= TINY * max(1.0, float(np.abs(x).max())):
         return IntervalInfo(**info, reason=f"all {len(x)} {unit}s give the same value")
     ci = ttest_1samp(x, x.mean()).confidence_interval(CONFIDENCE)
     return IntervalInfo(**info, method="t", low=float(ci.low), high=float(ci.high))
