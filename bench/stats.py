@@ -33,6 +33,7 @@ ALPHA = 0.05
 N_RESAMPLES = 2000
 MIN_UNITS = 5  # fewer units than this: no interval (a bootstrap over 3 values is not an interval)
 MIN_SEEDS = 2
+MAX_UNDEFINED = 0.05  # share of undefined resamples that may be dropped from a percentile interval
 TINY = 1e-9  # relative spread below float rounding: "the same value" (an exact reconstruction's FVU ~1e-16)
 
 
@@ -195,7 +196,14 @@ def interval(ev: Evidence, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Int
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if math.isfinite(lo) and math.isfinite(hi):
             return IntervalInfo(**info, method=method, low=lo, high=hi)
-    return IntervalInfo(**info, reason="the bootstrap is undefined here (resamples without both classes?)")
+        undefined = 1 - finite.size / max(dist.size, 1)
+        if 0 < undefined <= MAX_UNDEFINED:
+            # A few resamples leave a rare class out (its AUROC is undefined): the percentile interval of the others,
+            # saying how many were dropped, rather than no interval at all.
+            lo, hi = np.percentile(finite, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+            return IntervalInfo(**info, method=f"percentile ({100 * undefined:.1f}% of resamples undefined, dropped)",
+                                low=float(lo), high=float(hi))
+    return IntervalInfo(**info, reason="the bootstrap is undefined here (too many resamples without both classes)")
 
 
 def t_interval(values: Sequence[float], unit: str = "seed",

@@ -3,7 +3,8 @@
 Concepts, each a set of binary problems with real labels (Kantamneni et al. 2025; SAEBench's sparse probing):
 - `genre`: the document a corpus context comes from (fiction, scripture, quotations, definitions, technical,
   jargon in the shipped corpus), one problem per genre (this genre vs the rest). An example is a whole context:
-  its codes are mean-pooled over its kept tokens.
+  its codes are mean-pooled over its kept tokens. Contexts are spread over the split's documents and genres
+  (seeded); the test split takes one context per document, so test examples are independent units.
 - `pronoun`: "<name> went to the store, and" with a male or a female name (`concept_erasure/concepts.py`); one
   token per example, the last one, where the model must already know which pronoun comes. Train and test use
   disjoint names, so the probe must read gender, not the name.
@@ -17,11 +18,17 @@ chosen (k in `ks`), a logistic-regression probe on them is fitted on train and s
 accuracy. A dense logistic-regression probe on the raw activations (all d_model dimensions, same examples) is the
 bar to beat: the same for every method. Metrics per concept (`<concept>_auroc_k<k>`, `<concept>_dense_auroc`),
 and means over concepts (`auroc_k<k>`, `accuracy_k<k>`, `dense_auroc`, `dense_accuracy`).
+
+Uncertainty: the unit is a test example (a prompt; for genre a document). Each probe's test scores are kept, so
+every metric is `bench.stats` evidence over those units (AUROC: `auroc`; balanced accuracy: a grouped ratio over
+(problem, class)) with a bootstrap interval. The probes stay as fitted on train: the interval covers test-sample
+variance, not refitting the probe or re-choosing the features.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +39,9 @@ from bench.seeds import stream
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.concept_erasure.concepts import number_concept, pronoun_concept
 from tasks.ioi.dataset import repeated_names
-from tasks.probing import mean_by, probe, spread, top_features
+from tasks.probing import ProbeResult, Scored, accuracy_evidence, auroc_evidence, fit_probe, mean_by, top_features
 from tasks.prompts import special_ids
+from tasks.sampling import coverage, split_genres, spread_contexts
 
 TOKEN_CONCEPTS = ("pronoun", "number", "repeated_name")
 
@@ -42,11 +50,15 @@ TOKEN_CONCEPTS = ("pronoun", "number", "repeated_name")
 class ProbeSet:
     """One concept's examples on both splits. An example is a `[t, d]` block of token activations (t = 1 for a
     token-level label, a context's kept tokens for genre) whose codes are mean-pooled; `problems` maps each binary
-    problem's name to its (train, test) labels."""
+    problem's name to its (train, test) labels; `test_ids` names each test example's unit (the same for every
+    dictionary: it depends on the data only, which is what pairs two methods in the reports)."""
 
     train: list[torch.Tensor]
     test: list[torch.Tensor]
     problems: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    test_ids: list[str] = field(default_factory=list)
+    unit: str = "prompt"
+    coverage: dict[str, Any] = field(default_factory=dict)
 
 
 def _pool(examples: list[torch.Tensor], fn) -> np.ndarray:
@@ -55,39 +67,51 @@ def _pool(examples: list[torch.Tensor], fn) -> np.ndarray:
     return mean_by(fn(torch.cat(examples)), owner, len(examples)).numpy()
 
 
-def _contexts(split, n: int) -> tuple[list[torch.Tensor], np.ndarray]:
-    """Kept activations of `n` contexts spread evenly over a store split, and each context's genre."""
-    idx = spread(split.n_contexts, n)
-    keep, doc = split.keep(), split.doc()
-    acts = [split.context_activations(i, i + 1)[0][torch.from_numpy(keep[i])] for i in idx]
-    return acts, np.array([split.documents[doc[i]][1] for i in idx])
+def _contexts(split, n: int, seed: int, tag: str) -> tuple[list[torch.Tensor], np.ndarray, list[str], dict]:
+    """Kept activations of up to `n` contexts spread over a split's documents and genres (seeded), each context's
+    genre, its document's id, and what the sample covered."""
+    doc, genres = split.doc(), split_genres(split)
+    idx = spread_contexts(doc, genres, n, seed, tag)
+    keep = split.keep()
+    acts = [split.context_activations(int(i), int(i) + 1)[0][torch.from_numpy(keep[i])] for i in idx]
+    docs = [split.documents[doc[i]][0] for i in idx]
+    return acts, np.array([genres[doc[i]] for i in idx]), docs, coverage(doc, genres, idx)
 
 
-def genre_set(store, n_train: int, n_test: int, min_examples: int) -> ProbeSet | None:
-    """One-vs-rest genre problems for the genres with `min_examples` contexts on each side of both splits."""
-    train, g_train = _contexts(store.train, n_train)
-    test, g_test = _contexts(store.eval, n_test)
+def genre_set(store, n_train: int, n_test: int, min_examples: int, seed: int = 0) -> ProbeSet | None:
+    """One-vs-rest genre problems for the genres with `min_examples` contexts on each side of both splits.
+
+    Test contexts are one per document (at most as many as the split has documents): contexts of one document
+    are not independent, so the document is the unit the intervals resample."""
+    n_test = min(n_test, len(set(store.eval.doc().tolist())))
+    train, g_train, _, cov_train = _contexts(store.train, n_train, seed, "sparse_probing/genre/train")
+    test, g_test, test_docs, cov_test = _contexts(store.eval, n_test, seed, "sparse_probing/genre/test")
     problems = {str(g): (g_train == g, g_test == g) for g in sorted(set(g_train))}
     problems = {g: ys for g, ys in problems.items()
                 if min(ys[0].sum(), (~ys[0]).sum(), ys[1].sum(), (~ys[1]).sum()) >= min_examples}
-    return ProbeSet(train, test, problems) if problems else None
+    if not problems:
+        return None
+    return ProbeSet(train, test, problems, [f"genre/{d}" for d in test_docs], "document",
+                    {"train": cov_train, "test": cov_test, "problems": sorted(problems)})
 
 
 def _token_examples(ctx: TaskContext, tokens: torch.Tensor, position: torch.Tensor,
-                    label: torch.Tensor) -> tuple[list[torch.Tensor], np.ndarray]:
-    """The activation at one position of each prompt `[N, T]`; examples the store's exclusion rule would drop (an
-    attention sink) are left out."""
+                    label: torch.Tensor) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
+    """The activation at one position of each prompt `[N, T]`, the labels, and the kept prompts' indices; examples
+    the store's exclusion rule would drop (an attention sink) are left out."""
     model, store = ctx.model, ctx.store
     acts = model.activations(tokens, ctx.hook)  # `[N, T, d]`
     keep = store.exclusion.mask(tokens, acts, model.special_ids, store.reference_norm)
     rows = torch.arange(len(tokens))
     kept = keep[rows, position]
-    return [acts[i, position[i]][None].float() for i in rows[kept].tolist()], label[kept].numpy().astype(bool)
+    return ([acts[i, position[i]][None].float() for i in rows[kept].tolist()], label[kept].numpy().astype(bool),
+            rows[kept].numpy())
 
 
 def token_set(ctx: TaskContext, concept: str, n_train: int, n_test: int) -> ProbeSet:
     """A token-level concept (`TOKEN_CONCEPTS`) built on the subject model's tokenizer, disjoint words per split
-    where the concept has words (pronoun, number) and different random draws otherwise."""
+    where the concept has words (pronoun, number) and different random draws otherwise. Test units: prompts,
+    named by concept and index (seeded prompts, so the same for every dictionary)."""
     model = ctx.model
     bos, pad = special_ids(model)
     seed = stream(ctx.seed, f"sparse_probing/{concept}")
@@ -98,15 +122,17 @@ def token_set(ctx: TaskContext, concept: str, n_train: int, n_test: int) -> Prob
         make = {"pronoun": pronoun_concept, "number": number_concept}[concept]
         pc = make(n_train, n_test, model.tokenize, seed, bos, pad)
         examples = [_token_examples(ctx, s.tokens, s.length - 1, s.label) for s in (pc.train, pc.test)]
-    (train, y_train), (test, y_test) = examples
-    return ProbeSet(train, test, {concept: (y_train, y_test)})
+    (train, y_train, _), (test, y_test, kept) = examples
+    cov = {"train_prompts": n_train, "test_prompts": n_test, "kept": [len(train), len(test)],
+           "test_labels": [int((~y_test).sum()), int(y_test.sum())]}
+    return ProbeSet(train, test, {concept: (y_train, y_test)}, [f"{concept}/{i}" for i in kept], "prompt", cov)
 
 
 @dataclass
 class SparseProbing(Task):
     ks: tuple[int, ...] = (1, 2, 5, 20)
     n_train_contexts: int = 512  # genre
-    n_eval_contexts: int = 256
+    n_eval_contexts: int = 256  # at most one per eval document
     min_examples: int = 10  # a genre needs this many contexts on each side of each split to be probed
     n_train_prompts: int = 160  # per token-level concept (half each label)
     n_test_prompts: int = 80
@@ -126,7 +152,7 @@ class SparseProbing(Task):
         self._sets: dict[str, ProbeSet] = {}
         for concept in self.concepts:
             if concept == "genre":
-                found = genre_set(ctx.store, self.n_train_contexts, self.n_eval_contexts, self.min_examples)
+                found = genre_set(ctx.store, self.n_train_contexts, self.n_eval_contexts, self.min_examples, ctx.seed)
                 if found is not None:  # a corpus without genres (--text) leaves the concept out
                     self._sets[concept] = found
             else:
@@ -134,49 +160,58 @@ class SparseProbing(Task):
         if not self._sets:
             raise BenchError("sparse_probing: no concept has enough labelled examples; keep a token-level concept in "
                              "`concepts` or use a labelled corpus (the shipped one, or --text with a 'genre' field)")
-        self._dense = {}
+        self._dense: dict[str, dict[str, ProbeResult]] = {}
         for concept, ps in self._sets.items():
             raw_train, raw_test = _pool(ps.train, lambda x: x), _pool(ps.test, lambda x: x)
-            self._dense[concept] = {p: probe(raw_train, ys[0], raw_test, ys[1], self.c) for p, ys in ps.problems.items()}
+            self._dense[concept] = {p: fit_probe(raw_train, ys[0], raw_test, ys[1], self.c)
+                                    for p, ys in ps.problems.items()}
 
     def evaluate(self, dictionary: Dictionary, ctx: TaskContext) -> TaskOutput:
         dictionary = dictionary.to(ctx.device)
         encode = lambda x: dictionary.encode(x.to(ctx.device)).cpu()  # noqa: E731
-        per_problem: dict[str, dict[str, dict[str, float]]] = {}
-        summary: dict[str, dict[str, tuple[float, float]]] = {}  # concept -> "k5"/"dense" -> (auroc, accuracy)
+        keys = ["dense", *(f"k{k}" for k in self.ks)]
+        fits: dict[str, dict[str, dict[str, ProbeResult]]] = {}  # concept -> problem -> key -> test scores
         for concept, ps in self._sets.items():
             codes_train, codes_test = _pool(ps.train, encode), _pool(ps.test, encode)
-            rows = {}
+            fits[concept] = {}
             for problem, (y_train, y_test) in ps.problems.items():
                 row = {"dense": self._dense[concept][problem]}
                 for k in self.ks:
                     chosen = top_features(codes_train, y_train, k)
-                    row[f"k{k}"] = probe(codes_train[:, chosen], y_train, codes_test[:, chosen], y_test, self.c)
-                rows[problem] = row
-            summary[concept] = {key: tuple(np.mean([r[key] for r in rows.values()], axis=0))
-                                for key in ["dense", *(f"k{k}" for k in self.ks)]}
-            per_problem[concept] = {p: {key: {"auroc": v[0], "accuracy": v[1]} for key, v in r.items()}
-                                    for p, r in rows.items()}
+                    row[f"k{k}"] = fit_probe(codes_train[:, chosen], y_train, codes_test[:, chosen], y_test, self.c)
+                fits[concept][problem] = row
 
-        def mean_over_concepts(key: str, i: int) -> float:
-            return float(np.mean([s[key][i] for s in summary.values()]))
+        def scored(concepts: list[str], key: str) -> list[Scored]:
+            """Each concept's problems, weighted so that every concept counts equally in a mean over concepts."""
+            return [Scored.of(self._sets[c].test_ids, r[key], 1.0 / len(fits[c]))
+                    for c in concepts for r in fits[c].values()]
 
+        every = list(fits)
+        unit = self._sets[every[0]].unit if len({self._sets[c].unit for c in every}) == 1 else "example"
+        of = lambda ev, description: Metric.of(ev, True, description, seed=ctx.seed)  # noqa: E731
         metrics: dict[str, Metric] = {}
         for k in self.ks:
-            metrics[f"auroc_k{k}"] = Metric(mean_over_concepts(f"k{k}", 0), True,
-                                            description=f"probe AUROC on the top {k} features, mean over concepts")
-            metrics[f"accuracy_k{k}"] = Metric(mean_over_concepts(f"k{k}", 1), True, description=(
-                f"probe balanced accuracy on the top {k} features, mean over concepts"))
-        metrics["dense_auroc"] = Metric(mean_over_concepts("dense", 0), True,
-                                        description="dense probe on the raw activations: the bar to beat")
-        metrics["dense_accuracy"] = Metric(mean_over_concepts("dense", 1), True,
-                                           description="dense probe's balanced accuracy")
-        for concept, s in summary.items():
+            metrics[f"auroc_k{k}"] = of(auroc_evidence(scored(every, f"k{k}"), unit),
+                                        f"probe AUROC on the top {k} features, mean over concepts")
+            metrics[f"accuracy_k{k}"] = of(accuracy_evidence(scored(every, f"k{k}"), unit),
+                                           f"probe balanced accuracy on the top {k} features, mean over concepts")
+        metrics["dense_auroc"] = of(auroc_evidence(scored(every, "dense"), unit),
+                                    "dense probe on the raw activations: the bar to beat")
+        metrics["dense_accuracy"] = of(accuracy_evidence(scored(every, "dense"), unit),
+                                       "dense probe's balanced accuracy")
+        for concept in every:
+            u = self._sets[concept].unit
             for k in self.ks:
-                metrics[f"{concept}_auroc_k{k}"] = Metric(float(s[f"k{k}"][0]), True,
-                                                          description=f"{concept} probe AUROC, top {k} features")
-            metrics[f"{concept}_dense_auroc"] = Metric(float(s["dense"][0]), True,
-                                                       description=f"{concept} dense probe AUROC")
-        details = {"concepts": list(self._sets), "per_problem": per_problem,
-                   "n_examples": {c: [len(ps.train), len(ps.test)] for c, ps in self._sets.items()}}
+                metrics[f"{concept}_auroc_k{k}"] = of(auroc_evidence(scored([concept], f"k{k}"), u),
+                                                      f"{concept} probe AUROC, top {k} features")
+            metrics[f"{concept}_dense_auroc"] = of(auroc_evidence(scored([concept], "dense"), u),
+                                                   f"{concept} dense probe AUROC")
+        per_problem = {c: {p: {key: {"auroc": r[key].auroc, "accuracy": r[key].accuracy} for key in keys}
+                           for p, r in rows.items()} for c, rows in fits.items()}
+        details = {"concepts": every, "per_problem": per_problem,
+                   "n_examples": {c: [len(ps.train), len(ps.test)] for c, ps in self._sets.items()},
+                   "units": {c: {"unit": ps.unit, "n_test": len(ps.test_ids)} for c, ps in self._sets.items()},
+                   "coverage": {c: ps.coverage for c, ps in self._sets.items()},
+                   "interval_note": "bootstrap over test units with each probe as fitted on train: test-sample "
+                                    "variance only, not refitting the probe or re-choosing the features"}
         return TaskOutput(metrics, details)

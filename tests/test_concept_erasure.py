@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 
 from bench.dictionary import Dictionary, LinearDictionary
 from bench.errors import BenchError
 from tasks.base import TaskContext
 from tasks.concept_erasure import ConceptErasure
-from tasks.concept_erasure.concepts import number_concept, pronoun_concept
+from tasks.concept_erasure.concepts import genre_contexts, number_concept, pronoun_concept
 from tasks.concept_erasure.edits import FeatureAblation, MeanDifference, check_affine, leace
+from tasks.concept_erasure.task import class_weights, grouped_ratio
 
 # --- datasets -----------------------------------------------------------------------------------------------
 
@@ -35,6 +38,42 @@ def test_prompt_concepts_are_balanced_single_token_and_split_by_word(make, model
     assert make(20, 10, model.tokenize, seed=1).train.texts == c.train.texts
     with pytest.raises(BenchError, match="even"):
         make(7, 10, model.tokenize, seed=1)
+
+
+def test_genre_contexts_spread_over_documents_and_are_seeded(store):
+    idx, labels = genre_contexts(store.train, 3, ("scripture", "fiction"), seed=0, tag="t")
+    doc = store.train.doc()
+    genre = [store.train.documents[d][1] for d in doc[idx]]
+    assert genre == ["scripture"] * int((~labels).sum()) + ["fiction"] * int(labels.sum())
+    assert int((~labels).sum()) == 3 and len(set(doc[idx].tolist())) == len(idx)  # one context per document
+    assert genre_contexts(store.train, 3, ("scripture", "fiction"), seed=0, tag="t")[0].tolist() == idx.tolist()
+    many = [genre_contexts(store.train, 3, ("scripture", "fiction"), seed=s, tag="t")[0].tolist() for s in range(4)]
+    assert len({tuple(m) for m in many}) > 1  # the seed picks which documents
+
+
+# --- evidence -----------------------------------------------------------------------------------------------
+
+
+def test_share_removed_is_a_grouped_ratio_by_hand():
+    """The share of above-chance balanced accuracy removed, (bacc_clean - bacc_k) / (bacc_clean - 1/2), mean over k,
+    is sum(num) / sum(den) per k with num = w (clean - edited), den = w (clean - 1/2), w = 1 / (2 n_class)."""
+    label = np.array([1, 1, 1, 0, 0], bool)  # unbalanced: balanced accuracy differs from accuracy
+    clean = np.array([1, 1, 0, 1, 1], bool)  # right / wrong per example, before and after two edits
+    edited = [np.array([1, 0, 0, 1, 0], bool), np.array([0, 0, 0, 1, 1], bool)]
+    w = class_weights(label)
+    assert w.tolist() == [1 / 6, 1 / 6, 1 / 6, 1 / 4, 1 / 4] and w.sum() == pytest.approx(1.0)
+    bacc = lambda right: balanced_accuracy_score(label, np.where(right, label, ~label))  # noqa: E731
+    want = np.mean([(bacc(clean) - bacc(e)) / (bacc(clean) - 0.5) for e in edited])
+    num = np.stack([w * (clean.astype(float) - e) for e in edited], 1)
+    den = np.repeat((w * (clean - 0.5))[:, None], 2, 1)
+    ids = ["d0", "d0", "d1", "d2", "d3"]  # two examples of one document: one unit
+    ev = grouped_ratio([(ids, num, den)], "document", ("test",))
+    assert ev.n == 4 and ev.value() == pytest.approx(want)
+    # by hand: bacc clean = (2/3 + 1) / 2 = 5/6; k1: (1/3 + 1/2) / 2 = 5/12, k2: (0 + 1) / 2 = 1/2
+    assert want == pytest.approx(np.mean([(5 / 6 - 5 / 12) / (1 / 3), (5 / 6 - 1 / 2) / (1 / 3)]))
+    # two concepts: their groups sit side by side, shared ids (damage documents) are one unit
+    both = grouped_ratio([(ids, num, den), (["d0", "x"], np.ones((2, 1)), np.full((2, 1), 2.0))], "example", ())
+    assert both.n == 5 and both.value() == pytest.approx((2 * want + 0.5) / 3)
 
 
 # --- edits --------------------------------------------------------------------------------------------------
@@ -109,16 +148,23 @@ def test_pooled_edits_refuse_a_non_affine_decoder():
 @pytest.fixture(scope="module")
 def prepared(store, model):
     ctx = TaskContext(store=store, hook=store.hook, model_loader=lambda: model)
-    task = ConceptErasure(ks=(1, 4), n_train=16, n_test=8, n_genre_train=4, n_genre_test=2, n_damage_contexts=1)
+    task = ConceptErasure(ks=(1, 4), n_train=16, n_test=8, n_genre_train=4, n_genre_test=2, n_damage_contexts=5)
     task.prepare(ctx)
     return task, ctx
 
 
+@pytest.fixture(scope="module")
+def neurons_out(prepared):
+    task, ctx = prepared
+    eye = torch.eye(ctx.store.d_model)
+    return task.evaluate(LinearDictionary.from_matrices(eye, eye), ctx)
+
+
 def test_the_model_knows_the_pronoun_and_leace_removes_what_a_probe_reads(prepared):
     task, _ = prepared
-    clean = task.clean["pronoun"]
+    clean = task.clean["pronoun"].summary()
     assert clean["behaviour"] > 0.6 and clean["probe"] > 0.7
-    lea = task.baselines["pronoun"]["leace"]
+    lea = task.baselines["pronoun"]["leace"].summary()
     assert lea["probe"] < clean["probe"] and lea["kl"] > 0 and lea["edit"] > 0
 
 
@@ -128,15 +174,25 @@ def test_ablating_nothing_changes_nothing(prepared):
     d = LinearDictionary.from_matrices(eye, eye)
     none = FeatureAblation(d, torch.tensor([], dtype=torch.long), torch.tensor([]))
     for c in task.concepts:
-        out = task._measure(ctx, c, none)
+        out = task._measure(ctx, c, none).summary()
+        clean = task.clean[c.name].summary()
         assert out["kl"] == 0.0 and out["ce_increase"] == 0.0 and out["edit"] == 0.0
-        assert out["probe"] == task.clean[c.name]["probe"] and out.get("behaviour") == task.clean[c.name].get("behaviour")
+        assert out["probe"] == clean["probe"] and out.get("behaviour") == clean.get("behaviour")
 
 
-def test_evaluate_reports_every_concept(prepared):
-    task, ctx = prepared
-    eye = torch.eye(ctx.store.d_model)
-    out = task.evaluate(LinearDictionary.from_matrices(eye, eye), ctx)
+def test_damage_contexts_are_spread_over_documents_away_from_the_genre_examples(prepared, store):
+    task, _ = prepared
+    cov = task.coverage["damage"]
+    assert cov["n_contexts"] == cov["n_documents"] == 5 and cov["n_genres"] >= 2
+    assert len(task._damage_docs) == 5 and task._damage_docs[0].startswith("doc/")
+    genre_test = {f"doc/{store.eval.documents[d][0]}" for d in store.eval.doc()[
+        genre_contexts(store.eval, 2, seed=0, tag="concept_erasure/genre/test")[0]]}
+    assert genre_test and not genre_test & set(task._damage_docs)
+
+
+def test_evaluate_reports_every_concept(prepared, neurons_out):
+    task, _ = prepared
+    out = neurons_out
     names = [c.name for c in task.concepts]
     assert names[:2] == ["pronoun", "number"]
     for name in names:
@@ -145,3 +201,51 @@ def test_evaluate_reports_every_concept(prepared):
         assert [r["k"] for r in curve] == [1, 4] and len(curve[-1]["features"]) == 4
         assert curve[-1]["top"]["kl"] >= 0 and "leace" in out.details["concepts"][name]
     assert out.metrics["damage_kl"].value > 0 and "LEACE" in out.details["board_notes"][0]
+
+
+def test_metrics_are_the_task_formulas_with_intervals_over_prompts_and_documents(prepared, neurons_out):
+    """Metric.of's values are the summaries computed from the curves in details; units are prompts (probe and
+    behaviour) and damage documents; every metric has an interval or a reason."""
+    out = neurons_out
+    per_concept = out.details["concepts"]
+    means: dict[str, list[float]] = {}
+    measure = {"erasure": ("probe", "top"), "erasure_random": ("probe", "random"),
+               "behaviour_erasure": ("behaviour", "top"), "behaviour_erasure_random": ("behaviour", "random")}
+    for name, d in per_concept.items():
+        clean = d["clean"]
+        want = {"damage_kl": np.mean([r["top"]["kl"] for r in d["curve"]])}
+        for key, (what, which) in measure.items():
+            if what in clean:  # mean over k of the share of the clean above-chance score removed
+                want[key] = np.mean([(clean[what] - r[which][what]) / (clean[what] - 0.5) for r in d["curve"]])
+        for key, value in want.items():
+            metric = out.metrics[f"{name}_{key}"]
+            if key in measure and clean[measure[key][0]] - 0.5 <= 0.05:
+                assert metric.value is None and metric.interval_info.reason
+                continue
+            assert metric.value == pytest.approx(value, abs=1e-9), (name, key)
+            means.setdefault(key, []).append(value)
+            unit = "document" if key == "damage_kl" else "prompt"
+            assert metric.evidence.unit == unit and metric.interval_info.n == (5 if unit == "document" else 8)
+    for key, values in means.items():
+        assert out.metrics[key].value == pytest.approx(np.mean(values), abs=1e-9), key
+    for name, metric in out.metrics.items():
+        assert metric.interval is not None or metric.interval_info.reason, name
+    assert out.metrics["damage_kl"].interval is not None
+    # the reference edits carry intervals too, over the same units
+    lea = per_concept["pronoun"]["leace"]
+    for key in ("probe", "behaviour", "kl", "erasure"):
+        iv = lea["intervals"][key]
+        assert iv["interval"] is not None or iv["interval_info"]["reason"], key
+    assert lea["intervals"]["kl"]["interval_info"]["unit"] == "document"
+    assert lea["intervals"]["kl"]["interval"][0] <= lea["kl"] <= lea["intervals"]["kl"]["interval"][1]
+
+
+def test_two_dictionaries_are_scored_on_the_same_units(prepared, neurons_out):
+    task, ctx = prepared
+    d = ctx.store.d_model
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0)))
+    other = task.evaluate(LinearDictionary.from_matrices(q.T.contiguous(), q.T.contiguous()), ctx)
+    for name, metric in neurons_out.metrics.items():
+        if metric.evidence is not None:
+            assert other.metrics[name].evidence.ids == metric.evidence.ids, name
+    assert other.metrics["damage_kl"].value != neurons_out.metrics["damage_kl"].value

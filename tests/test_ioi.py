@@ -3,6 +3,7 @@ registered method."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from bench.errors import BenchError
 from tasks.base import TaskContext
 from tasks.ioi import IOIPatching
 from tasks.ioi.dataset import TEMPLATES, fill, make_dataset
-from tasks.ioi.patching import Curves, Patcher, Point, kl_auc, smallest_k
+from tasks.ioi.patching import Curves, Patcher, Point, kl_auc, kl_auc_weights, smallest_k
 from tests.fast_methods import FAST, IN_ALL
 
 # --- prompts ------------------------------------------------------------------------------------------------
@@ -111,6 +112,21 @@ def test_kl_auc_known_curves():
     assert kl_auc([Point(1, 2.0, 0.0, 0.0), Point(31, 0.0, 1.0, 0.0)], 2.0, k_max) == pytest.approx(0.25 + 0.75 * 1.25 / 2)
 
 
+def test_kl_auc_is_linear_in_the_curve_and_a_ratio_of_per_prompt_sums():
+    """The weights reproduce the area for any heights, so the area of the mean curve is sum(num) / sum(den) over
+    prompts with num_i = w @ KL_i (KL_i0 the counterfactual run), den_i = KL_i0: what the task's interval resamples."""
+    ks, k_max = [1, 2, 4, 7, 40], 15  # the last point lies past k_max: cut there
+    w = kl_auc_weights(ks, k_max)
+    rng = np.random.default_rng(0)
+    kl = rng.uniform(0.1, 3.0, size=(9, 1 + len(ks)))  # 9 prompts, KL at k = 0 and at each k
+    mean = kl.mean(0)
+    area = kl_auc([Point(k, float(m), 0.0, 0.0) for k, m in zip(ks, mean[1:], strict=True)], float(mean[0]), k_max)
+    assert area == pytest.approx(float((kl @ w).sum() / kl[:, 0].sum()), rel=1e-12)
+    # by hand: x = log2(1+k)/4 = 1/4, ~0.396, ~0.580, 3/4, then 1 interpolated between k = 7 and k = 40
+    assert w.sum() == pytest.approx(1.0)  # a flat curve at 1 has area 1
+    assert kl_auc_weights([], k_max).tolist() == [1.0]  # no points: the counterfactual's KL all the way
+
+
 def test_greedy_search_finds_the_features_that_matter():
     """A linear 'model' whose recovery is the share of two chosen dimensions moved: the greedy search, seeded with a
     ranking that puts six useless features among the useful ones, must drop exactly the useless ones."""
@@ -119,7 +135,7 @@ def test_greedy_search_finds_the_features_that_matter():
     dictionary = LinearDictionary.from_matrices(torch.eye(d), torch.eye(d), signed=False)
     patcher = Patcher(dictionary, x_base, x_target, torch.ones(1, 1, dtype=torch.bool))
     useful = [2, 5]
-    measure = lambda x: (0.0, float(x[0, 0, useful].sum()) / 2)  # noqa: E731 - (kl, recovery)
+    measure = lambda x: (0.0, float(x[0, 0, useful].sum()) / 2, {})  # noqa: E731 - (kl, recovery, per prompt)
     curves = Curves(patcher, measure, torch.ones(1, 1, dtype=torch.bool))
     ranking = torch.tensor([0, 2, 1, 3, 4, 5, 6, 7])
     points = list(curves.by_ranking(ranking))
@@ -139,7 +155,7 @@ def test_greedy_search_finds_the_features_that_matter():
 @pytest.fixture(scope="module")
 def prepared(store, model):
     ctx = TaskContext(store=store, hook=store.hook, model_loader=lambda: model)
-    task = IOIPatching(n_prompts=6, greedy_passes=2)
+    task = IOIPatching(n_prompts=6, greedy_passes=2)  # 6 prompts: enough units (5) for intervals
     task.prepare(ctx)
     return task, ctx
 
@@ -166,14 +182,22 @@ def test_endpoints_are_the_real_runs(name, prepared, store, model):
     every = torch.ones(patcher.d_dict, dtype=torch.bool)
     assert torch.equal(logits(patcher.activation(none)), model.logits(ds.counterfactual)[real])
     assert torch.allclose(logits(patcher.activation(every, move_error=True)), model.logits(ds.clean)[real], atol=2e-3)
-    kl, recovery = task.measure(ctx, patcher.activation(every, move_error=True))
+    kl, recovery, per_prompt = task.measure(ctx, patcher.activation(every, move_error=True))
     assert kl < 1e-6 and recovery == pytest.approx(1.0, abs=1e-3)
+    assert per_prompt["kl"].shape == per_prompt["ld"].shape == (len(ds),) and per_prompt["kl"].max() < 1e-5
 
 
-def test_evaluate_reports_curves_and_summaries(prepared):
+@pytest.fixture(scope="module")
+def neurons_out(prepared):
     task, ctx = prepared
     eye = torch.eye(ctx.store.d_model)
-    out = task.evaluate(LinearDictionary.from_matrices(eye, eye), ctx)  # neurons, signed
+    return task.evaluate(LinearDictionary.from_matrices(eye, eye), ctx)  # neurons, signed
+
+
+def test_evaluate_reports_curves_and_summaries(prepared, neurons_out):
+    task, ctx = prepared
+    out = neurons_out
+    _check_evidence(task, ctx, out)
     m = {k: v.value for k, v in out.metrics.items()}
     assert set(m) == {"k50", "k90", "greedy_k50", "greedy_k90", "kl_auc", "edit_k50", "edit_k90", "error_effect"}
     assert m["error_effect"] == pytest.approx(0.0, abs=1e-3)  # a full basis leaves the error term nothing
@@ -182,6 +206,45 @@ def test_evaluate_reports_curves_and_summaries(prepared):
     curve = out.details["attribution_curve"]
     assert [p["k"] for p in curve][-1] == out.details["n_moveable_features"]
     assert curve[-1]["kl"] < 0.01 and "does IOI" in out.details["board_notes"][0]
+
+
+def _check_evidence(task, ctx, out):
+    """Every metric has an interval or a reason; the ratio metrics' values are the task's own numbers."""
+    n = len(task.ds)
+    for name, metric in out.metrics.items():
+        info = metric.interval_info
+        assert info is not None and (metric.interval is not None or info.reason), name
+        if metric.interval is not None:
+            assert metric.evidence.ids == [f"ioi/{i}" for i in range(n)] and metric.evidence.unit == "prompt"
+            assert metric.interval[0] <= metric.value <= metric.interval[1], name
+    for name in ("k50", "k90", "greedy_k50", "greedy_k90"):
+        assert out.metrics[name].evidence is None and "count" in out.metrics[name].interval_info.reason
+    curve = [Point(p["k"], p["kl"], p["recovery"], p["edit"]) for p in out.details["attribution_curve"]]
+    assert out.metrics["kl_auc"].value == pytest.approx(kl_auc(curve, task.model_stats["kl_counterfactual"],
+                                                                2 * ctx.store.d_model), rel=1e-9)
+    assert out.metrics["error_effect"].value == pytest.approx(1.0 - curve[-1].recovery, abs=1e-9)
+    k50 = out.metrics["k50"].value
+    if k50 is not None:
+        at = next(p for p in curve if p.k == k50)
+        assert out.metrics["edit_k50"].value == pytest.approx(at.edit / out.details["full_edit_norm"], rel=1e-6)
+    prompts = out.details["prompts"]
+    assert prompts["n_prompts"] == n and prompts["order"] == {"ABBA": n // 2, "BABA": n // 2}
+    assert sum(t["ABBA"] + t["BABA"] for t in prompts["templates"]) == n
+    assert all(p["recovery_interval"] is None or p["recovery_interval"][0] <= p["recovery"] <= p["recovery_interval"][1]
+               for p in out.details["attribution_curve"])
+
+
+def test_two_dictionaries_are_scored_on_the_same_prompts(prepared, neurons_out):
+    """Pairing: the evidence names the same prompts whatever the dictionary."""
+    task, ctx = prepared
+    d = ctx.store.d_model
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0)))
+    a = neurons_out
+    b = task.evaluate(LinearDictionary.from_matrices(q.T.contiguous(), q.T.contiguous()), ctx)
+    _check_evidence(task, ctx, b)
+    for name in ("kl_auc", "error_effect"):
+        assert a.metrics[name].evidence.ids == b.metrics[name].evidence.ids
+        assert a.metrics[name].value != b.metrics[name].value
 
 
 def test_a_model_that_fails_the_check_gets_no_curves(store, model):

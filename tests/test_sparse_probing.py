@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from bench.dictionary import LinearDictionary
 from bench.errors import BenchError
 from tasks.base import TaskContext
 from tasks.ioi.dataset import NAMES, repeated_names
-from tasks.probing import probe, top_features
+from tasks.probing import Scored, accuracy_evidence, auroc_evidence, fit_probe, probe, top_features
 from tasks.prompts import single_tokens
 from tasks.sparse_probing import SparseProbing, _pool
 
@@ -32,6 +33,46 @@ def test_probe_auroc_is_one_on_separable_data_and_half_on_noise():
     noise = rng.normal(size=(400, 3))
     auroc, accuracy = probe(noise[:200], y[:200], noise[200:], y[200:], 1.0)
     assert abs(auroc - 0.5) < 0.15 and abs(accuracy - 0.5) < 0.15
+
+
+def test_the_probe_is_class_balanced():
+    """On a 9:1 prior with a weak signal an unweighted probe calls (almost) everything the majority class; the
+    class-balanced one still finds most of the minority class."""
+    rng = np.random.default_rng(0)
+    y = rng.random(2000) < 0.1
+    x = rng.normal(size=(2000, 1)) + 1.0 * y[:, None]
+    r = fit_probe(x[:1000], y[:1000], x[1000:], y[1000:], 1.0)
+    assert r.pred[r.label].mean() > 0.5  # minority recall
+    assert r.accuracy == pytest.approx(balanced_accuracy_score(r.label, r.pred))
+
+
+def test_evidence_reproduces_auroc_and_balanced_accuracy_by_hand():
+    """Two problems on overlapping units: AUROC per problem by hand (pairs ranked right, ties half), weighted."""
+    a = Scored(["u0", "u1", "u2", "u3"], np.array([1, 1, 0, 0], bool), np.array([0.9, 0.2, 0.5, 0.2]),
+               np.array([1, 0, 1, 0], bool), weight=1.0)
+    b = Scored(["u2", "u3", "u4"], np.array([1, 0, 0], bool), np.array([0.1, 0.3, 0.0]),
+               np.array([1, 1, 0], bool), weight=3.0)
+    # a: pairs (0.9 > 0.5, 0.9 > 0.2, 0.2 < 0.5, 0.2 = 0.2) -> (1 + 1 + 0 + 0.5) / 4; b: (0.1 < 0.3, 0.1 > 0.0) -> 1/2
+    ev = auroc_evidence([a, b], "prompt")
+    assert ev.ids == ["u0", "u1", "u2", "u3", "u4"]
+    assert ev.value() == pytest.approx((1.0 * 2.5 / 4 + 3.0 * 0.5) / 4.0)
+    assert roc_auc_score(a.label, a.score) == pytest.approx(2.5 / 4) and roc_auc_score(b.label, b.score) == 0.5
+    # balanced accuracy: a (1/2 + 1/2) / 2 = 1/2; b (1/1 + 1/2) / 2 = 3/4
+    acc = accuracy_evidence([a, b], "prompt")
+    assert acc.value() == pytest.approx((1.0 * 0.5 + 3.0 * 0.75) / 4.0)
+    assert balanced_accuracy_score(b.label, b.pred) == 0.75
+    with pytest.raises(ValueError, match="one example per unit"):
+        auroc_evidence([Scored(["d", "d"], np.array([1, 0], bool), np.zeros(2), np.zeros(2, bool))], "document")
+
+
+def test_accuracy_evidence_sums_a_units_examples():
+    """A document holding two contexts is one unit: its examples add to num and den, so the value is still the
+    balanced accuracy over examples, and a resample draws the document's examples together."""
+    p = Scored(["d0", "d0", "d1", "d2", "d3"], np.array([1, 1, 1, 0, 0], bool), np.zeros(5),
+               np.array([1, 0, 1, 0, 1], bool))
+    ev = accuracy_evidence([p], "document")
+    assert ev.n == 4 and ev.columns["den"][0].tolist() == [0.0, 2.0]  # d0: two positives, one right
+    assert ev.value() == pytest.approx(balanced_accuracy_score(p.label, p.pred)) == pytest.approx((2 / 3 + 1 / 2) / 2)
 
 
 def test_pool_means_each_examples_tokens():
@@ -60,20 +101,73 @@ def test_unknown_concept_is_a_one_line_error(store):
         SparseProbing(concepts=("genre", "colour")).prepare(ctx)
 
 
-def test_on_real_activations_all_codes_match_the_dense_probe(store, model):
-    """With every code of the identity dictionary the probe sees what the dense probe sees (x = c+ - c-), for every
-    concept; and the real model knows each token-level concept (dense AUROC well above chance)."""
+@pytest.fixture(scope="module")
+def probed(store, model):
     task = SparseProbing(ks=(1, 2 * store.d_model), n_train_contexts=48, n_eval_contexts=16, min_examples=2,
                          n_train_prompts=160, n_test_prompts=80)
     ctx = TaskContext(store=store, hook=store.hook, model_loader=lambda: model)
     task.prepare(ctx)
+    eye = torch.eye(store.d_model)
+    return task, ctx, task.evaluate(LinearDictionary.from_matrices(eye, eye), ctx)
+
+
+def test_on_real_activations_all_codes_match_the_dense_probe(probed, store):
+    """With every code of the identity dictionary the probe sees what the dense probe sees (x = c+ - c-), for every
+    concept; and the real model knows each token-level concept (dense AUROC well above chance)."""
+    task, _, out = probed
     assert set(task._sets) == {"genre", "pronoun", "number", "repeated_name"}
     assert len(task._sets["genre"].problems) >= 2
-    eye = torch.eye(store.d_model)
-    out = task.evaluate(LinearDictionary.from_matrices(eye, eye), ctx)
     m = {k: v.value for k, v in out.metrics.items()}
     assert 0.0 <= m["auroc_k1"] <= 1.0 and 0.0 <= m["accuracy_k1"] <= 1.0
     for concept in task._sets:
         assert m[f"{concept}_auroc_k{2 * store.d_model}"] == pytest.approx(m[f"{concept}_dense_auroc"], abs=0.1)
     for concept in ("pronoun", "number", "repeated_name"):
         assert m[f"{concept}_dense_auroc"] > 0.75, concept
+
+
+def test_metrics_are_the_means_of_the_per_problem_scores_with_intervals(probed):
+    """Metric.of's value is the task's own number: the mean over concepts of the mean over its problems."""
+    task, _, out = probed
+    pp = out.details["per_problem"]
+    concept_mean = {c: {key: {s: np.mean([pp[c][p][key][s] for p in pp[c]]) for s in ("auroc", "accuracy")}
+                        for key in next(iter(pp[c].values()))} for c in pp}
+    for key in concept_mean["pronoun"]:
+        prefix = "dense_" if key == "dense" else ""
+        suffix = "" if key == "dense" else f"_{key}"
+        for stat in ("auroc", "accuracy"):
+            want = np.mean([concept_mean[c][key][stat] for c in pp])
+            assert out.metrics[f"{prefix}{stat}{suffix}"].value == pytest.approx(want, abs=1e-12), (key, stat)
+        for c in pp:
+            assert out.metrics[f"{c}_{prefix}auroc{suffix}"].value == pytest.approx(concept_mean[c][key]["auroc"])
+    for name, metric in out.metrics.items():
+        info = metric.interval_info
+        assert info is not None and (metric.interval is not None or info.reason), name
+        if metric.interval is not None:
+            assert metric.interval[0] <= metric.value + 1e-12 and metric.value <= metric.interval[1] + 1e-12, name
+    # token-level concepts: 80 prompts each, every one a unit of its own
+    ev = out.metrics["pronoun_auroc_k1"].evidence
+    assert ev.unit == "prompt" and ev.n == len(task._sets["pronoun"].test) and ev.ids[0].startswith("pronoun/")
+    assert out.metrics["pronoun_dense_auroc"].interval is not None
+
+
+def test_genre_contexts_are_spread_one_test_context_per_document(probed, store):
+    task, _, out = probed
+    genre = task._sets["genre"]
+    assert len(set(genre.test_ids)) == len(genre.test_ids) == len(genre.test)  # one context per document
+    cov = out.details["coverage"]["genre"]
+    assert cov["test"]["n_documents"] == cov["test"]["n_contexts"] == min(16, len(set(store.eval.doc().tolist())))
+    assert cov["train"]["n_genres"] >= 2 and cov["train"]["n_documents"] == len(set(store.train.doc().tolist()))
+    assert out.metrics["genre_dense_auroc"].evidence.unit == "document"
+    assert out.metrics["auroc_k1"].evidence.unit == "example"  # prompts and documents together
+
+
+def test_two_dictionaries_are_scored_on_the_same_units(probed, store):
+    """Pairing: the ids depend on the data only, so a different dictionary gets the same units."""
+    task, ctx, out = probed
+    d = store.d_model
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0)))
+    other = task.evaluate(LinearDictionary.from_matrices(q.T.contiguous(), q.T.contiguous()), ctx)
+    assert set(other.metrics) == set(out.metrics)
+    for name, metric in out.metrics.items():
+        assert other.metrics[name].evidence.ids == metric.evidence.ids, name
+    assert other.metrics["auroc_k1"].value != out.metrics["auroc_k1"].value

@@ -128,3 +128,16 @@ def test_seed_tests_and_t_interval():
     # mean 2, sd 1, t(0.975, 2) = 4.303: 2 -/+ 4.303 / sqrt(3)
     assert (info.low, info.high) == pytest.approx((2 - 4.3027 / 3**0.5, 2 + 4.3027 / 3**0.5), abs=1e-3)
     assert t_interval([1.0]).interval is None
+
+
+def test_a_few_undefined_resamples_are_dropped_and_said_so():
+    """A rare class: some resamples hold no positive, their AUROC is undefined; the rest still give an interval."""
+    rng = np.random.default_rng(6)
+    label = np.zeros((60, 1), dtype=int)
+    label[:4, 0] = 1  # 4 positives in 60: P(a resample has none) = (56/60)^60 ~ 1.6%
+    score = rng.normal(size=(60, 1)) + 1.5 * label
+    info = interval(Evidence("prompt", _ids(60), "auroc", {"score": score, "label": label}))
+    assert info.interval is not None and "undefined, dropped" in info.method
+    lone = label.copy()
+    lone[1:, 0] = 0  # one positive: most resamples are undefined, no interval
+    assert interval(Evidence("prompt", _ids(60), "auroc", {"score": score, "label": lone})).interval is None

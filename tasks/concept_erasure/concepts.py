@@ -3,7 +3,8 @@
 - `pronoun`: "<name> went to the store, and" with names of known gender; the model's behaviour is the next token,
   " he" or " she" (the paper's first version).
 - `number`: "The <noun> in the garden" with a singular or plural noun; behaviour: " is" or " are".
-- `genre`: 128-token contexts of the shipped corpus, fiction vs technical documents (no behaviour).
+- `genre`: 128-token contexts of the shipped corpus, fiction vs technical documents (no behaviour), spread over
+  each genre's documents (seeded; one context per document while the genre has documents left).
 
 Words are kept only if the subject model's tokenizer makes them single tokens (checked, not assumed), and the
 train and test splits use disjoint names / nouns / documents, so a probe must read the concept, not the word.
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
-from tasks.probing import spread
 from tasks.prompts import Tokenize, pad_right, real_positions, single_tokens
+from tasks.sampling import split_genres, spread_contexts
 
 MALE = ("John", "James", "Robert", "Michael", "William", "David", "Richard", "Joseph", "Thomas", "Charles", "Daniel",
         "Matthew", "Mark", "Paul", "Steven", "Andrew", "Kevin", "Brian", "George", "Edward", "Peter", "Henry", "Jack",
@@ -118,14 +119,16 @@ def number_concept(n_train: int, n_test: int, tokenize: Tokenize, seed: int, bos
                     tokenize, seed, bos, pad)
 
 
-def genre_contexts(split, n_per_class: int, classes: tuple[str, str] = GENRES) -> tuple[np.ndarray, torch.Tensor]:
-    """Up to n_per_class contexts of each genre from a store split, spread over it: (context indices, labels)."""
-    doc = split.doc()
-    genre = np.array([split.documents[d][1] for d in doc])
+def genre_contexts(split, n_per_class: int, classes: tuple[str, str] = GENRES, seed: int = 0,
+                   tag: str = "genre") -> tuple[np.ndarray, torch.Tensor]:
+    """Up to n_per_class contexts of each genre from a store split, spread over that genre's documents (seeded):
+    (context indices `[n]`, labels `[n]` bool, True = the second class)."""
+    doc, genres = split.doc(), split_genres(split)
+    genre = np.array([genres[d] for d in doc])
     picked, labels = [], []
     for label, g in enumerate(classes):
         idx = np.flatnonzero(genre == g)
-        take = idx[spread(len(idx), n_per_class)]
+        take = idx[spread_contexts(doc[idx], genres, n_per_class, seed, f"{tag}/{g}")]
         picked.extend(take.tolist())
         labels.extend([bool(label)] * len(take))
-    return np.array(picked, dtype=int), torch.tensor(labels)
+    return np.array(picked, dtype=int), torch.tensor(labels, dtype=torch.bool)

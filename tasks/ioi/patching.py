@@ -14,7 +14,7 @@ position at once: it is one unit of the model, not one per token.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -75,23 +75,34 @@ class Patcher:
 
 @dataclass(frozen=True)
 class Point:
-    """One patched run: k features moved (error node kept), its distance from the target and the edit's size."""
+    """One patched run: k features moved (error node kept), its distance from the target and the edit's size.
+
+    `per_prompt` keeps what the means are made of, each `[N]`: "kl" (KL at the last position), "ld" (the clean
+    answer's logit difference) and "edit" (the edit's norm), where the measure provides them: the task's
+    intervals resample prompts from these."""
 
     k: int
     kl: float  # mean over prompts of KL(p_target || p_patched) at the last position
     recovery: float  # (LD_patched - LD_base) / (LD_target - LD_base), LD the mean logit difference IO - S
     edit: float  # mean over prompts of ||x_patched - x_base|| (over the prompt's positions and dimensions)
+    per_prompt: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict:
         return {"k": self.k, "kl": self.kl, "recovery": self.recovery, "edit": self.edit}
 
 
-Measure = Callable[[torch.Tensor], tuple[float, float]]  # patched activations -> (kl, recovery)
+# patched activations -> (kl, recovery, per-prompt readings {"kl": `[N]`, "ld": `[N]`}, possibly empty)
+Measure = Callable[[torch.Tensor], tuple[float, float, dict[str, np.ndarray]]]
+
+
+def edit_norms(delta: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """delta `[N, T, d]`, real bool `[N, T]` -> each prompt's edit norm on its real positions, `[N]`."""
+    return (delta * real[..., None]).flatten(1).norm(dim=1)
 
 
 def edit_norm(delta: torch.Tensor, real: torch.Tensor) -> float:
     """delta `[N, T, d]`, real bool `[N, T]` -> mean over prompts of the edit's norm on real positions."""
-    return float((delta * real[..., None]).flatten(1).norm(dim=1).mean())
+    return float(edit_norms(delta, real).mean())
 
 
 class Curves:
@@ -103,9 +114,10 @@ class Curves:
 
     def point(self, features: torch.Tensor) -> Point:
         x = self.patcher.activation(features)
-        kl, recovery = self.measure(x)
+        kl, recovery, per_prompt = self.measure(x)
         self.passes += 1
-        return Point(int(features.sum()), kl, recovery, edit_norm(x - self.patcher.x_base, self.real))
+        edits = edit_norms(x - self.patcher.x_base, self.real).double().cpu().numpy()
+        return Point(int(features.sum()), kl, recovery, float(edits.mean()), {**per_prompt, "edit": edits})
 
     def by_ranking(self, ranking: torch.Tensor) -> Iterator[Point]:
         """Points at k = 1, 2, 4, ... and k = all moveable features, moving the top k of `ranking`."""
@@ -148,16 +160,25 @@ def smallest_k(points: list[Point], fraction: float) -> Point | None:
     return min(hits, key=lambda p: p.k) if hits else None
 
 
+def kl_auc_weights(ks: list[int], k_max: int) -> np.ndarray:
+    """The curve's area as a linear function of its heights: weights `[1 + len(ks)]` such that
+    kl_auc = weights @ [KL(0), KL(k_1), ...] / KL(0). Fixed by the ks alone, so a mean of per-prompt KLs at each k
+    turns the area into a ratio of per-prompt sums (what the task's interval resamples)."""
+    scale = np.log2(1.0 + k_max)
+    xs = np.log2(1.0 + np.array([0, *ks], dtype=np.float64)) / scale
+    order = np.argsort(xs, kind="stable")
+    grid = np.union1d(xs[xs < 1.0], [1.0])
+    weights = np.zeros(len(xs))
+    for j in range(len(xs)):  # the area of the j-th unit curve (interpolation and trapezoids are linear)
+        y = np.interp(grid, xs[order], np.eye(len(xs))[j][order])
+        weights[j] = np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(grid))
+    return weights
+
+
 def kl_auc(points: list[Point], kl_base: float, k_max: int) -> float:
     """Area under KL(k) / KL(0) against log2(1 + k) / log2(1 + k_max), k from 0 to k_max (lower is better).
 
     Between evaluated points KL is interpolated linearly on that axis; past the last point it stays there, so
     methods with any number of features are read on the same axis."""
-    scale = np.log2(1.0 + k_max)
-    xs = np.log2(1.0 + np.array([0] + [p.k for p in points], dtype=np.float64)) / scale
-    ys = np.array([1.0] + [p.kl / kl_base for p in points], dtype=np.float64)
-    order = np.argsort(xs, kind="stable")
-    xs, ys = xs[order], ys[order]
-    grid = np.union1d(xs[xs < 1.0], [1.0])
-    y = np.interp(grid, xs, ys)
-    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(grid)))
+    weights = kl_auc_weights([p.k for p in points], k_max)
+    return float(weights @ np.array([1.0] + [p.kl / kl_base for p in points], dtype=np.float64))

@@ -16,22 +16,36 @@ reaches each target while recovery holds, which can only shrink it.
 Metrics: k50 / k90 (fewest features recovering 50% / 90% of the change in LD), their greedy counterparts, the area
 under the normalised KL-vs-k curve on a log axis, the edit at k50 relative to the whole clean-minus-counterfactual
 edit, and the share of the effect left to the error term when every feature has moved.
+
+Uncertainty (`bench.stats`): the unit is a prompt pair. `kl_auc`, `edit_k50/90` and `error_effect` are ratios of
+per-prompt sums (the area is linear in the KL at each k, see `patching.kl_auc_weights`), so each gets a bootstrap
+interval over prompts with the features, their ranking and the chosen k held fixed. The k's (`k50`, `greedy_k90`,
+...) are counts read off the curve of all prompts' mean logit difference (the greedy ones after a search that
+costs forward passes): they carry no interval, and say why; each curve point's recovery has its interval in
+`details`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bench.dictionary import Dictionary
 from bench.seeds import stream
+from bench.stats import Evidence, interval
 from tasks.base import Metric, Task, TaskContext, TaskOutput
-from tasks.ioi.dataset import make_dataset
-from tasks.ioi.patching import Curves, Patcher, Point, edit_norm, kl_auc, smallest_k
+from tasks.ioi.dataset import TEMPLATES, make_dataset
+from tasks.ioi.patching import Curves, Patcher, Point, edit_norms, kl_auc_weights, smallest_k
 from tasks.prompts import special_ids
+
+SOURCES = ("prompts (features, ranking and k held fixed)",)
+NO_INTERVAL = ("a count on the k grid read off the curve of all prompts' mean logit difference, not a statistic of "
+               "per-prompt values (each curve point's recovery has an interval in details.attribution_curve)")
 
 
 @dataclass
@@ -70,9 +84,13 @@ class IOIPatching(Task):
         cf_logits_t = torch.cat(cf_logits)
         self._grad = torch.cat(grad).to(ctx.device)
         self._logp_target = F.log_softmax(clean_logits.float(), -1)
-        self._ld_base = float(self._ld(cf_logits_t).mean())
-        self._ld_target = float(ld_clean.mean())
-        self._kl_base = self._kl(F.log_softmax(cf_logits_t, -1))
+        # per prompt `[N]` (float64): the logit differences of both runs and the counterfactual's KL
+        self._ld_base_i = self._ld(cf_logits_t).double().numpy()
+        self._ld_target_i = ld_clean.double().numpy()
+        self._kl_base_i = self._kl(F.log_softmax(cf_logits_t, -1))
+        self._ld_base, self._ld_target = float(self._ld_base_i.mean()), float(self._ld_target_i.mean())
+        self._kl_base = float(self._kl_base_i.mean())
+        self._ids = [f"ioi/{i}" for i in range(len(ds))]  # seeded prompts: the same units for every dictionary
 
         self._x_base = torch.cat([model.activations(b, ctx.hook) for b in ds.counterfactual.split(self.batch_size)])
         self._x_target = torch.cat([model.activations(b, ctx.hook) for b in ds.clean.split(self.batch_size)])
@@ -80,7 +98,8 @@ class IOIPatching(Task):
         keep = lambda tokens, x: store.exclusion.mask(tokens, x.cpu(), model.special_ids, store.reference_norm)  # noqa: E731
         self._real = ds.real()
         self._editable = (self._real & keep(ds.counterfactual, self._x_base) & keep(ds.clean, self._x_target)).to(ctx.device)
-        self._full_edit = edit_norm(self._x_target - self._x_base, self._real.to(ctx.device))
+        self._full_edit_i = edit_norms(self._x_target - self._x_base, self._real.to(ctx.device)).double().cpu().numpy()
+        self._full_edit = float(self._full_edit_i.mean())
 
         top1 = clean_logits.argmax(-1) == ds.io
         self.model_stats = {
@@ -91,7 +110,17 @@ class IOIPatching(Task):
             "baba_logit_diff": float(ld_clean[[o == "BABA" for o in ds.order]].mean()),
             "n_prompts": len(ds), "n_editable_positions": int(self._editable.sum()),
             "examples": list(ds.texts[:4]), "full_edit_norm": self._full_edit,
+            "logit_diff_interval": self._interval(Evidence("prompt", self._ids, "mean", {"x": self._ld_target_i}),
+                                                  ctx.seed),
+            "accuracy_interval": self._interval(Evidence("prompt", self._ids, "mean",
+                                                         {"x": (self._ld_target_i > 0).astype(float)}), ctx.seed),
         }
+        # What the seeded prompts cover: how many, each template in each order, the names drawn from.
+        pairs = Counter(zip(ds.template, ds.order, strict=True))
+        self.prompts = {"n_prompts": len(ds), "seed_tag": "ioi_patching", "n_names": len(ds.names),
+                        "order": {o: ds.order.count(o) for o in ("ABBA", "BABA")},
+                        "templates": [{"template": TEMPLATES[t], "ABBA": pairs[(t, "ABBA")], "BABA": pairs[(t, "BABA")]}
+                                      for t in sorted(set(ds.template))]}
         self.does_task = (self._ld_target >= self.min_logit_diff and self.model_stats["accuracy"] >= self.min_accuracy
                           and self._ld_target > self._ld_base)
 
@@ -103,20 +132,28 @@ class IOIPatching(Task):
         """The clean answer's logit difference IO - S (A - B) per prompt, `[N]`, for any run."""
         return last_logits[self._rows, self.ds.io] - last_logits[self._rows, self.ds.s]
 
-    def _kl(self, logp: torch.Tensor) -> float:
-        """Mean over prompts of KL(p_clean || p) at the last position; logp `[N, V]`."""
-        return max(float(F.kl_div(logp, self._logp_target, log_target=True, reduction="batchmean")), 0.0)
+    def _kl(self, logp: torch.Tensor) -> np.ndarray:
+        """KL(p_clean || p) at the last position per prompt `[N]` (float64, rounding below 0 clipped); logp `[N, V]`."""
+        kl = F.kl_div(logp, self._logp_target, log_target=True, reduction="none").sum(-1)
+        return kl.double().clamp_min(0.0).cpu().numpy()
 
-    def measure(self, ctx: TaskContext, x: torch.Tensor) -> tuple[float, float]:
-        """Patched activations at the hook `[N, T, d]` -> (KL to the clean run, recovered share of the LD change)."""
+    @staticmethod
+    def _interval(ev: Evidence, seed: int) -> dict[str, Any]:
+        info = interval(ev, seed)
+        return {"interval": list(info.interval) if info.interval else None, **info.to_json()}
+
+    def measure(self, ctx: TaskContext, x: torch.Tensor) -> tuple[float, float, dict[str, np.ndarray]]:
+        """Patched activations at the hook `[N, T, d]` -> (mean KL to the clean run, recovered share of the LD
+        change, per prompt {"kl": `[N]`, "ld": `[N]`})."""
         logits = []
         for start in range(0, len(self.ds), self.batch_size):
             tokens = self.ds.counterfactual[start:start + self.batch_size]
             patch = x[start:start + self.batch_size]
             logits.append(ctx.model.logits(tokens, ctx.hook, lambda act, patch=patch: patch.to(act)))
         last = self._last(torch.cat(logits))
-        ld = float(self._ld(last).mean())
-        return self._kl(F.log_softmax(last, -1)), (ld - self._ld_base) / (self._ld_target - self._ld_base)
+        ld, kl = self._ld(last).double().cpu().numpy(), self._kl(F.log_softmax(last, -1))
+        recovery = (float(ld.mean()) - self._ld_base) / (self._ld_target - self._ld_base)
+        return float(kl.mean()), recovery, {"kl": kl, "ld": ld}
 
     def patcher(self, dictionary: Dictionary, ctx: TaskContext) -> Patcher:
         return Patcher(dictionary.to(ctx.device), self._x_base, self._x_target, self._editable)
@@ -138,7 +175,8 @@ class IOIPatching(Task):
         for p in curves.by_ranking(ranking):
             points.append(p)
             progress()
-        everything = points[-1] if points else Point(0, self._kl_base, 0.0, 0.0)
+        everything = points[-1] if points else Point(0, self._kl_base, 0.0, 0.0, {
+            "kl": self._kl_base_i, "ld": self._ld_base_i, "edit": np.zeros(len(self._ids))})
 
         greedy: dict[float, Point | None] = {}
         for target in self.greedy_targets:
@@ -146,34 +184,61 @@ class IOIPatching(Task):
             greedy[target] = None if seed is None else (curves.prune(ranking, seed.k, target, self.greedy_passes) or seed)
             progress()
 
+        n = len(self._ids)
+
         def k_metric(point: Point | None, how: str, target: float) -> Metric:
-            return Metric(None if point is None else float(point.k), False,  # type: ignore[arg-type]
-                          description=f"fewest features {how} recovering {target:.0%} of the IO-S logit difference "
-                                      "(none: not reached with every feature moved)")
+            return Metric.without_interval(None if point is None else float(point.k), False,  # type: ignore[arg-type]
+                                           f"fewest features {how} recovering {target:.0%} of the IO-S logit "
+                                           "difference (none: not reached with every feature moved)",
+                                           NO_INTERVAL, unit="prompt", n=n)
+
+        def ratio(num: np.ndarray, den: np.ndarray, description: str) -> Metric:
+            ev = Evidence("prompt", self._ids, "ratio", {"num": num, "den": den}, {}, SOURCES)
+            return Metric.of(ev, False, description, seed=ctx.seed)
+
+        def edit_metric(point: Point | None, t: float) -> Metric:
+            description = f"mean ||Δactivation|| at k{round(100 * t)}, relative to the whole clean - counterfactual edit"
+            if point is None:
+                return Metric.without_interval(None, False, description,  # type: ignore[arg-type]
+                                               f"k{round(100 * t)} not reached", unit="prompt", n=n)
+            return ratio(point.per_prompt["edit"], self._full_edit_i, description)
 
         k50, k90 = smallest_k(points, 0.5), smallest_k(points, 0.9)
+        # The area is linear in the KL at each k: per prompt, num = sum_j w_j KL_ij (j = 0: the counterfactual run),
+        # den = KL_i0, so sum(num) / sum(den) is exactly `kl_auc` of the mean curve.
+        k_max = 2 * ctx.store.d_model
+        w = kl_auc_weights([p.k for p in points], k_max)
+        kl_num = w[0] * self._kl_base_i + sum((wj * p.per_prompt["kl"] for wj, p in zip(w[1:], points, strict=True)),
+                                              np.zeros(n))
         metrics = {
             "k50": k_metric(k50, "(top by attribution, k = 1, 2, 4, ...)", 0.5),
             "k90": k_metric(k90, "(top by attribution, k = 1, 2, 4, ...)", 0.9),
             **{f"greedy_k{round(100 * t)}": k_metric(p, "(greedy threshold search)", t) for t, p in greedy.items()},
-            "kl_auc": Metric(kl_auc(points, self._kl_base, 2 * ctx.store.d_model), False,
-                             description="area under KL(clean || patched)/KL(clean || counterfactual) vs log2(1+k), "
-                                         "k up to 2 d_model"),
-            **{f"edit_k{round(100 * t)}": Metric(None if p is None else p.edit / self._full_edit, False,  # type: ignore[arg-type]
-                                                  description=f"mean ||Δactivation|| at k{round(100 * t)}, relative to "
-                                                              "the whole clean - counterfactual edit")
-               for t, p in ((0.5, k50), (0.9, k90))},
-            "error_effect": Metric(1.0 - everything.recovery, False,
-                                   description="share of the LD change left to the error term with every feature moved"),
+            "kl_auc": ratio(kl_num, self._kl_base_i, "area under KL(clean || patched)/KL(clean || counterfactual) vs "
+                                                     "log2(1+k), k up to 2 d_model"),
+            "edit_k50": edit_metric(k50, 0.5), "edit_k90": edit_metric(k90, 0.9),
+            "error_effect": ratio(self._ld_target_i - everything.per_prompt["ld"], self._ld_target_i - self._ld_base_i,
+                                  "share of the LD change left to the error term with every feature moved"),
         }
         details.update({
-            "attribution_curve": [p.to_json() for p in points],
+            "attribution_curve": [dict(p.to_json(), recovery_interval=self._recovery_interval(p, ctx.seed))
+                                  for p in points],
+            "prompts": self.prompts,
+            "interval_note": "bootstrap over prompts with the features, their ranking and the chosen k held fixed: "
+                             "prompt-sample variance only",
             "greedy": {str(t): None if p is None else p.to_json() for t, p in greedy.items()},
             "n_moveable_features": len(ranking), "forward_passes": curves.passes,
             "top_features": [{"feature": int(i), "attribution": float(attribution[i])} for i in ranking[:20]],
             "full_edit_norm": self._full_edit,
         })
         return TaskOutput(metrics, details)
+
+    def _recovery_interval(self, p: Point, seed: int) -> list[float] | None:
+        """95% interval of a curve point's recovered share of the LD change, over prompts."""
+        ev = Evidence("prompt", self._ids, "ratio", {"num": p.per_prompt["ld"] - self._ld_base_i,
+                                                     "den": self._ld_target_i - self._ld_base_i}, {}, SOURCES)
+        iv = interval(ev, seed).interval
+        return list(iv) if iv else None
 
     def _note(self, ctx: TaskContext) -> str:
         s = self.model_stats
