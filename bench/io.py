@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import tempfile
 from pathlib import Path
@@ -29,7 +30,21 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, dumps(obj) + "\n")
+
+
+# A list of numbers, strings, booleans or nulls (no nested object or list): written on one line.
+_FLAT_LIST = re.compile(r'\[\n\s*((?:(?:-?[\d.eE+-]+|"(?:[^"\\]|\\.)*"|true|false|null),?\n\s*)+)\]')
+
+
+def dumps(obj: Any) -> str:
+    """Indented JSON, but flat lists on one line: a result's per-unit evidence would otherwise take a line per
+    number (4x the size of the file). Parses back to the same object."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
+    # json.dumps writes each element of a list on its own line (newlines inside strings are escaped), so joining
+    # the element lines with a space changes no value.
+    return _FLAT_LIST.sub(lambda m: "[" + " ".join(x.strip() for x in m.group(1).split("\n") if x.strip()) + "]",
+                          text)
 
 
 def _json_default(obj: Any) -> Any:

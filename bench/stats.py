@@ -229,6 +229,8 @@ def paired_p(a: Evidence, b: Evidence, seed: int = 0, n_resamples: int = N_RESAM
     if len(shared) < MIN_UNITS or a.statistic != b.statistic:
         return math.nan
     a, b = a.subset(shared), b.subset(shared)
+    if all(np.array_equal(a.columns[k], b.columns[k], equal_nan=True) for k in a.columns) and a.params == b.params:
+        return 1.0  # the same numbers on the same units (a dense probe that ignores the dictionary)
 
     def diff(idx: np.ndarray) -> np.ndarray:
         return a.at(idx) - b.at(idx)
@@ -310,15 +312,23 @@ def rank_groups(values: dict[str, float], higher_is_better: bool, p_value: Calla
                 alpha: float = ALPHA) -> dict[str, int]:
     """Rank groups of a column: group 1 is the best method and every method not significantly worse than it
     (p_value(best, other), Holm-corrected over the others); group 2 is found the same way among the rest, and so
-    on. Methods without a finite value get no group."""
+    on. Methods without a finite value get no group, nor do methods that cannot be tested against the best
+    (p nan: too few units); a best that cannot be tested against anyone gets none either."""
     left = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
     groups: dict[str, int] = {}
     group = 1
     while left:
         best = max(left, key=lambda k: left[k] if higher_is_better else -left[k])
         others = [k for k in left if k != best]
-        rejected = holm({k: p_value(best, k) for k in others}, alpha)
-        members = [best, *(k for k in others if not rejected[k])]
+        pvalues = {k: p_value(best, k) for k in others}
+        untestable = [k for k, p in pvalues.items() if math.isnan(p)]
+        for k in untestable:
+            del left[k], pvalues[k]
+        if others and not pvalues:  # nothing could be compared with the best: no verdict
+            del left[best]
+            continue
+        rejected = holm(pvalues, alpha)
+        members = [best, *(k for k in pvalues if not rejected[k])]
         for k in members:
             groups[k] = group
             del left[k]

@@ -151,8 +151,9 @@ class Row:
         return None
 
 
-def column_groups(rows: list[Row], col: Column) -> dict[str, int]:
-    """Rank groups of `col` over `rows` (method label -> group; rows without evidence, or excluded, get none)."""
+def column_groups(rows: list[Row], col: Column, cache: dict | None = None) -> dict[str, int]:
+    """Rank groups of `col` over `rows` (method label -> group; rows without evidence, or excluded, get none).
+    `cache` keeps p-values by the pair of cells compared (the summary repeats the wide table's comparisons)."""
     cells = {r.method: r.cells[col] for r in rows if col in r.cells and not r.excluded(col)
              and not math.isnan(r.cells[col].value)}
     multi = [c for c in cells.values() if c.multi_seed]
@@ -170,7 +171,15 @@ def column_groups(rows: list[Row], col: Column) -> dict[str, int]:
 
     if len(cells) < 2:
         return {}
-    return rank_groups({m: c.value for m, c in cells.items()}, col.higher_is_better, p)
+    cache = {} if cache is None else cache
+
+    def cached(a: str, b: str) -> float:
+        key = (id(cells[a]), id(cells[b]), len(cells[a].seeds))
+        if key not in cache:
+            cache[key] = p(a, b)
+        return cache[key]
+
+    return rank_groups({m: c.value for m, c in cells.items()}, col.higher_is_better, cached)
 
 
 @dataclass
@@ -188,8 +197,12 @@ class Leaderboard:
             members = [r for r in self.rows if r.group == group]
             for col in self.columns:
                 if col.ranked:
-                    out[(group, col)] = column_groups(members, col)
+                    out[(group, col)] = column_groups(members, col, self._p_cache)
         return out
+
+    @cached_property
+    def _p_cache(self) -> dict:
+        return {}
 
     def rank(self, row: Row, col: Column) -> int | None:
         """The row's rank group in `col` within its codes group (1 = not significantly worse than the best)."""
@@ -270,7 +283,7 @@ def build_summary(board: Leaderboard) -> Summary:
             # Matched sparsity where it exists (the top-k group), and never a full-width basis on fidelity.
             if r.excluded(col) is None and (m not in chosen or r.group == "top-k"):
                 chosen[m] = r
-        groups = column_groups([Row(m, "summary", {col: r.cells[col]}) for m, r in chosen.items()], col)
+        groups = column_groups([Row(m, "summary", {col: r.cells[col]}) for m, r in chosen.items()], col, board._p_cache)
         for m, r in chosen.items():
             cells[(m, col)] = SummaryCell(r.method, r.cells[col], groups.get(m))
     return Summary(columns, [m for m in methods if any((m, c) in cells for c in columns)], cells)
