@@ -116,17 +116,21 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
 
 def test_seeds_fit_per_seed_in_one_pass_report_the_spread_and_stability(tmp_path):
     out = tmp_path / "seeds"
-    args = ("run", "--preset", "smoke", "--methods", "neurons,pca,sae-topk,sae-relu", "--tasks", "reconstruction,stability",
-            "--out", str(out))
+    args = ("run", "--preset", "smoke", "--methods", "neurons,pca[max_tokens=4000],sae-topk,sae-relu[epochs=1]",
+            "--tasks", "reconstruction,stability", "--out", str(out))
     first = bench(*args, "--seeds", "0,1")
     assert first.returncode == 0, first.stderr[-3000:]
     records = {r["method"]: r for r in (json.loads(p.read_text()) for p in (out / "results").glob("*.json"))
                if r["task"] == "reconstruction"}
-    assert {"neurons", "neurons~s1", "pca", "pca~s1", "sae-topk", "sae-topk~s1", "sae-relu~s1"} <= set(records)
-    assert records["pca~s1"]["seed"] == 1 and records["pca"]["seed"] == 0
-    # the SAEs of both seeds trained in one pass, each from its own seed, on the base seed's batches
+    pca = "pca[max_tokens=4000]"
+    assert {"neurons", "neurons~s1", pca, f"{pca}~s1", "sae-topk", "sae-topk~s1"} <= set(records)
+    assert records[f"{pca}~s1"]["seed"] == 1 and records[pca]["seed"] == 0
+    # the SAEs of both seeds trained in one pass (sae-relu[epochs=1] has a pass of its own), each from its own seed,
+    # on the base seed's batches
     info = records["sae-topk~s1"]["fit_info"]
-    assert info["trained_with"] == 4 and info["data_seed"] == 0 and records["sae-topk~s1"]["method_params"]["seed"] == 1
+    assert info["trained_with"] == 2 and info["data_seed"] == 0 and records["sae-topk~s1"]["method_params"]["seed"] == 1
+    relu = next(m for m in records if m.startswith("sae-relu") and m.endswith("~s1"))
+    assert records[relu]["fit_info"]["trained_with"] == 2, sorted(records)
     assert records["sae-topk~s1"]["metrics"]["fvu"]["value"] != records["sae-topk"]["metrics"]["fvu"]["value"]
 
     board = json.loads((out / "leaderboard.json").read_text())["boards"][0]
@@ -137,7 +141,7 @@ def test_seeds_fit_per_seed_in_one_pass_report_the_spread_and_stability(tmp_path
     assert "sd " in (out / "leaderboard.md").read_text()
 
     stability = {r["method"]: r for r in (json.loads(p.read_text()) for p in (out / "results").glob("*__stability.json"))}
-    assert set(stability) == {"pca", "sae-topk", "sae-relu"}  # seeded methods only, once each
+    assert set(stability) == {pca, "sae-topk", relu[:-3]}  # seeded methods only, once each
     for r in stability.values():
         m = r["metrics"]
         assert 0 <= m["pw_mcc"]["value"] <= 1 and m["random_pw_mcc"]["value"] < m["pw_mcc"]["value"]

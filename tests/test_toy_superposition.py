@@ -132,8 +132,11 @@ def test_intervals_units_and_pairing():
         assert m["dead_fraction"].interval is None and m["dead_fraction"].interval_info.reason
     lo, hi = outs["random"].metrics["mmcs"].interval
     assert lo < outs["random"].metrics["mmcs"].value < hi
-    lo, hi = outs["pca"].metrics["fvu"].interval
-    assert lo < outs["pca"].metrics["fvu"].value < hi
+    # a full-width basis reconstructs exactly: no interval, and why (never [0, 0])
+    fvu = outs["pca"].metrics["fvu"]
+    assert fvu.value < 1e-9 and fvu.interval is None and "same value" in fvu.interval_info.reason
+    lo, hi = outs["pca"].metrics["mmcs"].interval
+    assert lo < outs["pca"].metrics["mmcs"].value < hi
     # nothing recovered above 0.9 by random directions in 16 dims: every resample is 0, no interval, and why
     rec = outs["random"].metrics["recovered_fraction"]
     assert rec.value == 0.0 and rec.interval is None and "same value" in rec.interval_info.reason
