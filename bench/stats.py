@@ -34,7 +34,7 @@ N_RESAMPLES = 2000
 MIN_UNITS = 5  # fewer units than this: no interval (a bootstrap over 3 values is not an interval)
 MIN_SEEDS = 2
 MAX_UNDEFINED = 0.05  # share of undefined resamples that may be dropped from a percentile interval
-TINY = 1e-9  # relative spread below float rounding: "the same value" (an exact reconstruction's FVU ~1e-16)
+TINY = 1e-6  # relative spread of float32 rounding: "the same value" (an exact reconstruction: FVU ~1e-16, CE noise ~1e-8)
 
 
 # --- statistics --------------------------------------------------------------------------------------------
@@ -310,9 +310,9 @@ def holm(pvalues: dict[str, float], alpha: float = ALPHA) -> dict[str, bool]:
 
 def rank_groups(values: dict[str, float], higher_is_better: bool, p_value: Callable[[str, str], float],
                 alpha: float = ALPHA) -> dict[str, int]:
-    """Rank groups of a column: group 1 is the best method and every method not significantly worse than it
-    (p_value(best, other), Holm-corrected over the others); group 2 is found the same way among the rest, and so
-    on. Methods without a finite value get no group, nor do methods that cannot be tested against the best
+    """Rank groups of a column: group 1 is the best method and, in order of value, every method up to the first
+    one significantly worse than it (p_value(best, other), Holm-corrected over the others); group 2 is found the
+    same way among the rest, and so on. Methods without a finite value get no group, nor do methods that cannot be tested against the best
     (p nan: too few units); a best that cannot be tested against anyone gets none either."""
     left = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
     groups: dict[str, int] = {}
@@ -328,7 +328,13 @@ def rank_groups(values: dict[str, float], higher_is_better: bool, p_value: Calla
             del left[best]
             continue
         rejected = holm(pvalues, alpha)
-        members = [best, *(k for k in pvalues if not rejected[k])]
+        # Groups are contiguous in value: a method ranked below one that is significantly worse than the best does
+        # not join the best's group, even if its own (noisier) difference is not significant.
+        members = [best]
+        for k in sorted(pvalues, key=lambda k: -left[k] if higher_is_better else left[k]):
+            if rejected[k]:
+                break
+            members.append(k)
         for k in members:
             groups[k] = group
             del left[k]

@@ -57,7 +57,7 @@ HEADLINE = {
     ("sparse_probing", "auroc_k5"): "probe AUROC k=5",
     ("autointerp", "detection_auroc"): "autointerp detection",
     ("ioi_patching", "kl_auc"): "IOI KL AUC",
-    ("concept_erasure", "erasure"): "erasure",
+    ("concept_erasure", "behaviour_erasure"): "erasure of the answer",
     ("toy_superposition", "mmcs"): "toy MMCS",
     ("stability", "pw_mcc"): "seed stability (PW-MCC)",
 }
@@ -362,7 +362,8 @@ def _uncertainty_note(board: Leaderboard) -> str:
                 "with each seed); rank groups ①②…: paired t-test over seeds against the group's best, Holm-corrected")
     return ("[lo, hi]: 95% bootstrap interval over the task's units (documents, prompts, features; source: the eval "
             "sample, one fit seed); rank groups ①②…: paired bootstrap over shared units against the group's best "
-            "(unpaired where units differ), Holm-corrected at 0.05; only group ① is marked; full-width dense bases "
+            "(unpaired where units differ), Holm-corrected at 0.05, groups contiguous in value; only group ① is marked; "
+            "full-width dense bases "
             "are not ranked on fidelity columns (exact by construction)")
 
 

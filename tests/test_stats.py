@@ -141,3 +141,10 @@ def test_a_few_undefined_resamples_are_dropped_and_said_so():
     lone = label.copy()
     lone[1:, 0] = 0  # one positive: most resamples are undefined, no interval
     assert interval(Evidence("prompt", _ids(60), "auroc", {"score": score, "label": lone})).interval is None
+
+
+def test_groups_are_contiguous_in_value():
+    """b is significantly worse than the best, c (ranked below b, noisier) is not: c does not join the best's group."""
+    p = {("a", "b"): 0.001, ("a", "c"): 0.3, ("b", "c"): 0.6}
+    groups = rank_groups({"a": 0.98, "b": 0.97, "c": 0.969}, True, lambda x, y: p[(x, y)])
+    assert groups == {"a": 1, "b": 2, "c": 2}
