@@ -32,7 +32,7 @@ CONFIDENCE = 0.95
 ALPHA = 0.05
 N_RESAMPLES = 2000
 MIN_UNITS = 5  # fewer units than this: no interval (a bootstrap over 3 values is not an interval)
-MIN_SEEDS = 2
+MIN_SEEDS = 3  # a t-interval or t-test over 2 seeds (1 degree of freedom, t = 12.7) says nothing
 MAX_UNDEFINED = 0.05  # share of undefined resamples that may be dropped from a percentile interval
 TINY = 1e-6  # relative spread of float32 rounding: "the same value" (an exact reconstruction: FVU ~1e-16, CE noise ~1e-8)
 
@@ -214,7 +214,8 @@ def t_interval(values: Sequence[float], unit: str = "seed",
     x = np.asarray(values, dtype=float)
     info = dict(unit=unit, n=len(x), sources=sources)
     if len(x) < MIN_SEEDS:
-        return IntervalInfo(**info, reason=f"{len(x)} {unit}: too few for an interval")
+        return IntervalInfo(**info, reason=f"{len(x)} {unit}s: too few for an interval (needs {MIN_SEEDS}); the spread "
+                            "is shown")
     if np.ptp(x) <= TINY * max(1.0, float(np.abs(x).max())):
         return IntervalInfo(**info, reason=f"all {len(x)} {unit}s give the same value")
     ci = ttest_1samp(x, x.mean()).confidence_interval(CONFIDENCE)

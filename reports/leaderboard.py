@@ -357,9 +357,12 @@ def _row(board: Leaderboard, label: str, group: str) -> Row:
 def _uncertainty_note(board: Leaderboard) -> str:
     seeds = board.seeds
     if len(seeds) > 1:
-        return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): each cell is the mean over seeds ± their standard "
-                "deviation, its interval a 95% t-interval over seeds (sources: fit seeds and the eval sample drawn "
-                "with each seed); rank groups ①②…: paired t-test over seeds against the group's best, Holm-corrected")
+        few = (f"; with {len(seeds)} seeds there is no interval and no rank group (3 or more seeds are needed)"
+               if len(seeds) < 3 else "")
+        return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): each cell is the mean over seeds with their standard "
+                "deviation (sd), its interval a 95% t-interval over seeds (sources: fit seeds and the eval sample drawn "
+                "with each seed); rank groups ①②…: paired t-test over seeds against the group's best, Holm-corrected"
+                + few)
     return ("[lo, hi]: 95% bootstrap interval over the task's units (documents, prompts, features; source: the eval "
             "sample, one fit seed); rank groups ①②…: paired bootstrap over shared units against the group's best "
             "(unpaired where units differ), Holm-corrected at 0.05, groups contiguous in value; only group ① is marked; "
@@ -409,7 +412,7 @@ def cell(row: Row, col: Column, board: Leaderboard | None = None, compact: bool 
         text = fmt(c.value) + (f" ±{fmt((c.interval[1] - c.interval[0]) / 2)}" if c.interval else "")
     else:
         text = with_interval(c.value, c.interval)
-    if c.spread is not None and not compact:
+    if c.spread is not None and not (compact and c.interval):
         text += f" (sd {fmt(c.spread)})"
     if board is not None:
         text += group_mark(board.rank(row, col))
@@ -424,6 +427,8 @@ def summary_cell(sc: "SummaryCell", compact: bool = False) -> str:
         text = fmt(c.value) + (f" ±{fmt((c.interval[1] - c.interval[0]) / 2)}" if c.interval else "")
     else:
         text = with_interval(c.value, c.interval)
+    if c.spread is not None and not (compact and c.interval):
+        text += f" (sd {fmt(c.spread)})"
     return text + group_mark(sc.group)
 
 
