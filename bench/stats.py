@@ -108,8 +108,32 @@ class Evidence:
 
     def at(self, idx: np.ndarray) -> np.ndarray:
         """The statistic on units `idx` (`[..., m]` integer indices, resampled rows along the last axis)."""
+        if self.statistic == "auroc":
+            return self._auroc_at(idx)
         cols = {k: v[idx] for k, v in self.columns.items()}  # `[..., m]` or `[..., m, P]`
         return STATISTICS[self.statistic](cols, self.params)
+
+    def _auroc_at(self, idx: np.ndarray) -> np.ndarray:
+        """`_auroc` on units `idx`, as counts: a resample is a multiplicity w_i per unit, and a problem's AUROC is
+        w_pos @ K @ w_neg / (sum w_pos * sum w_neg) with K[a, b] = [s_a > s_b] + [s_a = s_b] / 2 fixed. A
+        matrix product per problem instead of ranking every resample (the same number; tested against `_auroc`)."""
+        idx = np.asarray(idx, dtype=int)
+        lead, m = idx.shape[:-1], idx.shape[-1]
+        flat = idx.reshape(-1, m)
+        offsets = (np.arange(len(flat)) * self.n)[:, None]
+        counts = np.bincount((flat + offsets).ravel(), minlength=len(flat) * self.n).reshape(len(flat), self.n)
+        counts = counts.astype(float)  # for BLAS
+        score, label = self.columns["score"], self.columns["label"]
+        weight = np.asarray(self.params.get("weight", np.ones(score.shape[1])), dtype=float)
+        total = np.zeros(len(flat))
+        for j in range(score.shape[1]):
+            pos, neg = label[:, j] == 1, label[:, j] == 0
+            sp, sn = score[pos, j], score[neg, j]
+            kernel = (sp[:, None] > sn[None, :]) + 0.5 * (sp[:, None] == sn[None, :])
+            wp, wn = counts[:, pos], counts[:, neg]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total += weight[j] * ((wp @ kernel) * wn).sum(1) / (wp.sum(1) * wn.sum(1))
+        return (total / weight.sum()).reshape(lead)
 
     def value(self) -> float:
         return float(self.at(np.arange(self.n)))

@@ -148,3 +148,16 @@ def test_groups_are_contiguous_in_value():
     p = {("a", "b"): 0.001, ("a", "c"): 0.3, ("b", "c"): 0.6}
     groups = rank_groups({"a": 0.98, "b": 0.97, "c": 0.969}, True, lambda x, y: p[(x, y)])
     assert groups == {"a": 1, "b": 2, "c": 2}
+
+
+def test_auroc_by_counts_equals_auroc_by_ranks():
+    """The resampled AUROC is computed from unit multiplicities (a matrix product); it equals ranking each resample."""
+    from bench.stats import _auroc
+
+    rng = np.random.default_rng(7)
+    score = rng.integers(0, 4, size=(50, 3)).astype(float)  # many ties
+    label = rng.integers(-1, 2, size=(50, 3))
+    ev = Evidence("prompt", _ids(50), "auroc", {"score": score, "label": label}, {"weight": [1, 2, 3]})
+    idx = rng.integers(0, 50, size=(4, 30, 50))
+    by_ranks = _auroc({"score": score[idx], "label": label[idx]}, ev.params)
+    assert ev.at(idx).shape == (4, 30) and np.allclose(ev.at(idx), by_ranks, equal_nan=True)
