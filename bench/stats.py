@@ -44,40 +44,49 @@ def _groups(per_group: np.ndarray, p: dict[str, Any]) -> np.ndarray:
     return (per_group * weight).sum(-1) / weight.sum()
 
 
-def _mean(c: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
+def _mean(c: dict[str, np.ndarray], p: dict[str, Any], idx: np.ndarray) -> np.ndarray:
+    x = c["x"][idx]
     if p.get("grouped"):  # x `[..., n, G]`, NaN where a unit is not in a group
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _groups(np.nanmean(c["x"], axis=-2), p)
-    return c["x"].mean(-1)
+            return _groups(np.nanmean(x, axis=-2), p)
+    return x.mean(-1)
 
 
-def _ratio(c: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
+def _ratio(c: dict[str, np.ndarray], p: dict[str, Any], idx: np.ndarray) -> np.ndarray:
+    num, den = c["num"][idx], c["den"][idx]
     with np.errstate(invalid="ignore", divide="ignore"):
         if p.get("grouped"):  # num, den `[..., n, G]`, 0 where a unit is not in a group
-            return _groups(c["num"].sum(-2) / c["den"].sum(-2), p)
-        return c["num"].sum(-1) / c["den"].sum(-1)
+            return _groups(num.sum(-2) / den.sum(-2), p)
+        return num.sum(-1) / den.sum(-1)
 
 
-def _auroc(c: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
-    """score, label `[..., n, P]` -> `[...]`; Mann-Whitney AUROC per problem (ties count half), weighted mean."""
-    from scipy.stats import rankdata
+def _auroc(c: dict[str, np.ndarray], p: dict[str, Any], idx: np.ndarray) -> np.ndarray:
+    """score, label `[n, P]`; per problem the Mann-Whitney AUROC (ties count half), then the weighted mean.
 
+    A resample is a multiplicity w_u per unit, so a problem's AUROC is w_pos @ K @ w_neg / (sum w_pos * sum w_neg)
+    with K[a, b] = [s_a > s_b] + [s_a = s_b] / 2 fixed: one matrix product per problem instead of ranking every
+    resample (tests/test_stats.py checks it against ranking)."""
     score, label = c["score"], c["label"]
-    n_problems = score.shape[-1]
-    weight = np.asarray(p.get("weight", np.ones(n_problems)), dtype=float)
-    total = np.zeros(score.shape[:-2])
-    for j in range(n_problems):
-        s, lab = score[..., j], label[..., j]
-        ranks = rankdata(np.where(lab >= 0, s, np.nan), axis=-1, nan_policy="omit")
-        pos, neg = (lab == 1).sum(-1), (lab == 0).sum(-1)
-        rank_pos = np.where(lab == 1, ranks, 0.0).sum(-1)
+    lead, m = idx.shape[:-1], idx.shape[-1]
+    flat = idx.reshape(-1, m)
+    offsets = (np.arange(len(flat)) * len(score))[:, None]
+    counts = np.bincount((flat + offsets).ravel(), minlength=len(flat) * len(score)).reshape(len(flat), len(score))
+    counts = counts.astype(float)  # for BLAS
+    weight = np.asarray(p.get("weight", np.ones(score.shape[1])), dtype=float)
+    total = np.zeros(len(flat))
+    for j in range(score.shape[1]):
+        pos, neg = label[:, j] == 1, label[:, j] == 0
+        sp, sn = score[pos, j], score[neg, j]
+        kernel = (sp[:, None] > sn[None, :]) + 0.5 * (sp[:, None] == sn[None, :])
+        wp, wn = counts[:, pos], counts[:, neg]
         with np.errstate(invalid="ignore", divide="ignore"):
-            total = total + weight[j] * (rank_pos - pos * (pos + 1) / 2) / (pos * neg)
-    return total / weight.sum()
+            total += weight[j] * ((wp @ kernel) * wn).sum(1) / (wp.sum(1) * wn.sum(1))
+    return (total / weight.sum()).reshape(lead)
 
 
-STATISTICS: dict[str, Callable[[dict[str, np.ndarray], dict[str, Any]], np.ndarray]] = {
+# (columns `[n, ...]`, params, unit indices `[..., m]`) -> the statistic on those units `[...]`
+STATISTICS: dict[str, Callable[[dict[str, np.ndarray], dict[str, Any], np.ndarray], np.ndarray]] = {
     "mean": _mean, "ratio": _ratio, "auroc": _auroc}
 
 
@@ -108,32 +117,7 @@ class Evidence:
 
     def at(self, idx: np.ndarray) -> np.ndarray:
         """The statistic on units `idx` (`[..., m]` integer indices, resampled rows along the last axis)."""
-        if self.statistic == "auroc":
-            return self._auroc_at(idx)
-        cols = {k: v[idx] for k, v in self.columns.items()}  # `[..., m]` or `[..., m, P]`
-        return STATISTICS[self.statistic](cols, self.params)
-
-    def _auroc_at(self, idx: np.ndarray) -> np.ndarray:
-        """`_auroc` on units `idx`, as counts: a resample is a multiplicity w_i per unit, and a problem's AUROC is
-        w_pos @ K @ w_neg / (sum w_pos * sum w_neg) with K[a, b] = [s_a > s_b] + [s_a = s_b] / 2 fixed. A
-        matrix product per problem instead of ranking every resample (the same number; tested against `_auroc`)."""
-        idx = np.asarray(idx, dtype=int)
-        lead, m = idx.shape[:-1], idx.shape[-1]
-        flat = idx.reshape(-1, m)
-        offsets = (np.arange(len(flat)) * self.n)[:, None]
-        counts = np.bincount((flat + offsets).ravel(), minlength=len(flat) * self.n).reshape(len(flat), self.n)
-        counts = counts.astype(float)  # for BLAS
-        score, label = self.columns["score"], self.columns["label"]
-        weight = np.asarray(self.params.get("weight", np.ones(score.shape[1])), dtype=float)
-        total = np.zeros(len(flat))
-        for j in range(score.shape[1]):
-            pos, neg = label[:, j] == 1, label[:, j] == 0
-            sp, sn = score[pos, j], score[neg, j]
-            kernel = (sp[:, None] > sn[None, :]) + 0.5 * (sp[:, None] == sn[None, :])
-            wp, wn = counts[:, pos], counts[:, neg]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                total += weight[j] * ((wp @ kernel) * wn).sum(1) / (wp.sum(1) * wn.sum(1))
-        return (total / weight.sum()).reshape(lead)
+        return STATISTICS[self.statistic](self.columns, self.params, np.asarray(idx, dtype=int))
 
     def value(self) -> float:
         return float(self.at(np.arange(self.n)))
@@ -189,18 +173,19 @@ class IntervalInfo:
         return out
 
 
-def _bootstrap(n: int, statistic: Callable[[np.ndarray], np.ndarray], seed: int, method: str,
+def _bootstrap(sizes: tuple[int, ...], statistic: Callable[..., np.ndarray], seed: int, method: str,
                n_resamples: int = N_RESAMPLES):
-    """scipy's bootstrap over unit indices 0..n-1 (the statistic reads the units' columns itself)."""
+    """scipy's bootstrap over unit indices: one sample 0..n-1 per size, resampled independently; the statistic
+    takes one index array `[..., m]` per sample and reads the units' columns itself."""
     from scipy.stats import bootstrap
 
-    def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        return statistic(np.moveaxis(np.asarray(idx, dtype=int), axis, -1))
+    def stat(*idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        return statistic(*(np.moveaxis(np.asarray(i, dtype=int), axis, -1) for i in idx))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bootstrap((np.arange(n),), stat, n_resamples=n_resamples, vectorized=True, method=method,
-                         confidence_level=CONFIDENCE, rng=np.random.default_rng(seed), batch=200)
+        return bootstrap(tuple(np.arange(n) for n in sizes), stat, n_resamples=n_resamples, vectorized=True,
+                         method=method, confidence_level=CONFIDENCE, rng=np.random.default_rng(seed), batch=200)
 
 
 def interval(ev: Evidence, seed: int = 0, n_resamples: int = N_RESAMPLES) -> IntervalInfo:
@@ -212,7 +197,7 @@ def interval(ev: Evidence, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Int
     if not math.isfinite(ev.value()):
         return IntervalInfo(**info, reason="the metric is not finite")
     for method in ("BCa", "percentile"):
-        res = _bootstrap(ev.n, ev.at, seed, method, n_resamples)
+        res = _bootstrap((ev.n,), ev.at, seed, method, n_resamples)
         dist = res.bootstrap_distribution
         finite = dist[np.isfinite(dist)]
         if finite.size and np.ptp(finite) <= TINY * max(1.0, float(np.abs(finite).max())):
@@ -263,25 +248,19 @@ def paired_p(a: Evidence, b: Evidence, seed: int = 0, n_resamples: int = N_RESAM
     observed = float(diff(np.arange(len(shared))))
     if not math.isfinite(observed):
         return math.nan
-    return _p_from(_bootstrap(len(shared), diff, seed, "percentile", n_resamples).bootstrap_distribution)
+    return _p_from(_bootstrap((len(shared),), diff, seed, "percentile", n_resamples).bootstrap_distribution)
 
 
 def unpaired_p(a: Evidence, b: Evidence, seed: int = 0, n_resamples: int = N_RESAMPLES) -> float:
     """Two-sided p-value of 'a and b score the same' when their units differ (each method's own sampled
     features): a bootstrap of stat(a) - stat(b) resampling each side's units independently."""
-    from scipy.stats import bootstrap
-
     if min(a.n, b.n) < MIN_UNITS or a.statistic != b.statistic:
         return math.nan
 
-    def diff(i: np.ndarray, j: np.ndarray, axis: int = -1) -> np.ndarray:
-        return a.at(np.moveaxis(np.asarray(i, dtype=int), axis, -1)) - b.at(np.moveaxis(np.asarray(j, dtype=int), axis, -1))
+    def diff(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return a.at(i) - b.at(j)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = bootstrap((np.arange(a.n), np.arange(b.n)), diff, n_resamples=n_resamples, vectorized=True,
-                        method="percentile", rng=np.random.default_rng(seed), batch=200)
-    return _p_from(res.bootstrap_distribution)
+    return _p_from(_bootstrap((a.n, b.n), diff, seed, "percentile", n_resamples).bootstrap_distribution)
 
 
 def compare_p(a: Evidence, b: Evidence, seed: int = 0) -> float:

@@ -282,17 +282,18 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
     base_methods = [(label, m) for label, m in plan.methods if split_seed(label)[1] is None]
     rows_at: dict[int | None, list[EvalRow]] = {}
     for seed in (None, *cfg.extra_seeds):
+        # The dictionary a row reads: the seed's own fit for a seeded method, else the one fit.
+        fitted = {label: seed_label(label, seed) if seed is not None and m.seeded else label for label, m in base_methods}
         rows: list[EvalRow] = []
-        for label, m in base_methods:
-            fitted = seed_label(label, seed) if seed is not None and m.seeded else label
+        for label, _ in base_methods:
             if label == plan.reference and k is not None:
                 if unknown:
                     continue
-                rows.append(EvalRow(fitted, k, seed=seed))
+                rows.append(EvalRow(fitted[label], k, seed=seed))
             else:
-                rows.append(EvalRow(fitted, seed=seed))
+                rows.append(EvalRow(fitted[label], seed=seed))
         if k is not None and not unknown:
-            rows.extend(EvalRow(seed_label(label, seed) if seed is not None and m.seeded else label, k, True, seed)
+            rows.extend(EvalRow(fitted[label], k, True, seed)
                         for label, m in base_methods if label != plan.reference and not m.sparse)
         rows_at[seed] = rows
     for task_label, task in plan.tasks:
@@ -300,9 +301,10 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
         todo: list[EvalRow] = []
         if unknown:  # the reference's row and the dense methods' top-k rows wait for a rerun
             out.left_out += (plan.reference is not None) + task.topk_rows * sum(not m.sparse for _, m in base_methods)
-        # A cross-seed task (stability) scores each seeded method once, against its other seeds' dictionaries.
-        task_rows = ([r for r in rows_at[None] if by_label[r.base].seeded] if task.cross_seed and cfg.extra_seeds
-                     else [] if task.cross_seed else [r for rows in rows_at.values() for r in rows])
+        if task.cross_seed:  # stability: each seeded method once, against its other seeds' dictionaries
+            task_rows = [r for r in rows_at[None] if by_label[r.base].seeded] if cfg.extra_seeds else []
+        else:
+            task_rows = [r for rows in rows_at.values() for r in rows]
         for row in task_rows:
             method = by_label[row.base]
             if row.topk and not task.topk_rows:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.seeds import split_seed
-from bench.stats import Evidence, compare_p, rank_groups, seed_p, t_interval
+from bench.stats import Evidence, IntervalInfo, compare_p, rank_groups, seed_p, t_interval
 
 # Shown in the terminal, with short headers; Markdown and JSON carry every metric.
 PRIMARY = {
@@ -116,16 +116,21 @@ class Cell:
         return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
 
     @cached_property
+    def _over_seeds(self) -> IntervalInfo | None:
+        """With several seeds: the t-interval over them (or why there is none)."""
+        return t_interval(list(self.seeds.values())) if self.multi_seed else None
+
+    @property
     def info(self) -> dict[str, Any] | None:
         """How the interval was drawn (unit, n, sources, method), or why there is none."""
-        if self.multi_seed:
-            return t_interval(list(self.seeds.values())).to_json()
+        if self._over_seeds is not None:
+            return self._over_seeds.to_json()
         return next(iter(self.interval_info.values()), None)
 
-    @cached_property
+    @property
     def interval(self) -> tuple[float, float] | None:
-        if self.multi_seed:
-            return t_interval(list(self.seeds.values())).interval
+        if self._over_seeds is not None:
+            return self._over_seeds.interval
         return next(iter(self.intervals.values()), None)
 
 
@@ -403,33 +408,32 @@ def group_mark(group: int | None) -> str:
     return " " + (CIRCLED[group - 1] if group <= len(CIRCLED) else f"({group})")
 
 
-def cell(row: Row, col: Column, board: Leaderboard | None = None, compact: bool = False) -> str:
-    """Value, interval (or ± half-width when `compact`), ± seed spread with several seeds, and rank group."""
-    c = row.cells.get(col)
-    if c is None:
-        return "–"
+def cell_text(c: Cell, compact: bool = False) -> str:
+    """Value, 95% interval (± half of it when `compact`) and, with several seeds, their sd."""
     if compact:
         text = fmt(c.value) + (f" ±{fmt((c.interval[1] - c.interval[0]) / 2)}" if c.interval else "")
     else:
         text = with_interval(c.value, c.interval)
     if c.spread is not None and not (compact and c.interval):
         text += f" (sd {fmt(c.spread)})"
+    return text
+
+
+def cell(row: Row, col: Column, board: Leaderboard | None = None, compact: bool = False) -> str:
+    """`cell_text` and, on a board, the rank group (and ⁼ where the row is exact by construction, not ranked)."""
+    c = row.cells.get(col)
+    if c is None:
+        return "–"
+    text = cell_text(c, compact)
     if board is not None:
         text += group_mark(board.rank(row, col))
         if row.excluded(col):
-            text += " ⁼"  # exact by construction, not ranked
+            text += " ⁼"
     return text
 
 
 def summary_cell(sc: "SummaryCell", compact: bool = False) -> str:
-    c = sc.cell
-    if compact:
-        text = fmt(c.value) + (f" ±{fmt((c.interval[1] - c.interval[0]) / 2)}" if c.interval else "")
-    else:
-        text = with_interval(c.value, c.interval)
-    if c.spread is not None and not (compact and c.interval):
-        text += f" (sd {fmt(c.spread)})"
-    return text + group_mark(sc.group)
+    return cell_text(sc.cell, compact) + group_mark(sc.group)
 
 
 def summary_markdown(board: Leaderboard) -> list[str]:
