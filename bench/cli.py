@@ -5,8 +5,10 @@
   HTML site of one or more runs (docs/reports.md);
 - `history [task.metric] [--method M]`: the runs every `run` appended to the results history, or one metric's
   trend across them;
-- `compare BASELINE CURRENT [--tolerance PATTERN=VALUE]`: every metric's change; exit 1 on a regression past its
-  tolerance, 0 otherwise, 2 when the runs are missing or not comparable.
+- `compare BASELINE CURRENT [--tolerance PATTERN=VALUE] [--allow-removed PATTERN]`: every metric's change; exit 1
+  on a regression past its tolerance, a value that became NaN, or a result or metric missing from CURRENT (unless
+  allowed), 0 otherwise, 2 when the runs are missing or not comparable;
+- `perf --run RUN_DIR`: where a run spent its time, unit by unit (RUN_DIR/units.json).
 
 Bad input ends with a one-line error naming the fix and exit code 2; never a traceback.
 """
@@ -109,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--judge", default="qwen2.5-coder-1.5b", help="judge to time (--autointerp)")
     perf.add_argument("--features", type=int, default=4, help="features to score (--autointerp)")
     perf.add_argument("--no-server", action="store_true", help="skip the server path (--autointerp)")
+    perf.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
+                      help="where a finished (or killed) run spent its time: every unit's seconds, share, CPU cores, "
+                      "peak memory and throughput, from RUN_DIR/units.json")
     perf.add_argument("--json", default=None, help="also write the measurements to this file")
 
     export = sub.add_parser("export", help="write a fitted SAE in SAELens' format (cfg.json + sae_weights.safetensors)")
@@ -142,9 +147,12 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--all", action="store_true", help="list every metric, not only those past tolerance")
     compare.add_argument("--format", choices=["terminal", "md", "json"], default="terminal")
     compare.add_argument("--history", type=Path, default=None, help="history file for history ids")
+    compare.add_argument("--allow-removed", action="append", default=[], metavar="PATTERN",
+                         help="a metric or result of BASELINE missing in CURRENT is a regression unless PATTERN "
+                         "(method:task.metric, method:task, task.metric or task, globs) names it; repeatable")
     compare.add_argument("--write-tolerances", type=Path, default=None, metavar="FILE",
-                         help="for two runs that differ by seed: write 2 x their spread per metric (where it exceeds the "
-                         "default) as a tolerances.json to commit with a baseline")
+                         help="for two runs that differ only by seed: write per method:task.metric max(2 x their "
+                         "spread, the intervals' half-width, the default) as a tolerances.json to commit with a baseline")
 
     clean = sub.add_parser("clean-cache", help="delete cached activations (and converted models with --models)")
     clean.add_argument("--activations", action="store_true", help="delete harvested activations")
@@ -168,8 +176,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         import_ray()  # a missing extra is a one-line error before any work
     check_device(args.device, here=args.executor == "local")  # with Ray the GPUs are the workers' (checked there)
+    if args.layer is not None and args.layer < 0:
+        raise BenchError(f"layer {args.layer} is out of range: use a block index >= 0 (--layer)")
     if args.ray_address and args.executor != "ray":
         raise BenchError("--ray-address needs --executor ray")
+    if args.seed < 0:
+        raise BenchError(f"--seed {args.seed}: seeds are integers >= 0")
+    if args.matched_k is not None and args.matched_k < 1:
+        raise BenchError(f"--matched-k {args.matched_k}: k is the number of codes kept per token, an integer >= 1")
     seeds = parse_seeds(args.seeds, args.seed)
     if args.control and len(seeds) > 1:
         raise BenchError("--control with several --seeds is not supported yet: run the control with one seed")
@@ -179,8 +193,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeds=seeds if len(seeds) > 1 else None,
         text=args.text, matched_k=args.matched_k, judge=judge_config(args, args.preset), control=args.control,
     )
-    if args.layer is not None and args.layer < 0:
-        raise BenchError(f"layer {args.layer} is out of range: use a block index >= 0 (--layer)")
     check_local_assets(cfg)
     executor = make_executor(ExecutorOptions(args.executor, args.ray_address))
     Runner(cfg, args.out or default_out(cfg), executor=executor, threads=threads).run()
@@ -289,6 +301,11 @@ def cmd_check_method(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
+    if args.run is not None:
+        from bench.profile import profile_table
+
+        _out_console().print(profile_table(args.run))
+        return 0
     if args.autointerp:
         from bench.judge_perf import judge_throughput
 
@@ -411,35 +428,30 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from reports.compare import compare, markdown, parse_tolerances, rich_table
+    from reports.compare import compare, markdown, parse_allowed, parse_tolerances, rich_table
     from reports.history import resolve
 
-    tolerances = parse_tolerances(args.tolerance)
+    tolerances, allowed = parse_tolerances(args.tolerance), parse_allowed(args.allow_removed)
     baseline, current = (resolve(arg, _history_path(args)) for arg in (args.baseline, args.current))
     if args.write_tolerances is not None:
         from reports.compare import spread_tolerances
 
         spread = spread_tolerances(baseline, current)
         atomic_write_json(args.write_tolerances, spread)
-        print(f"wrote {len(spread)} tolerances (2 x the spread where it exceeds the default) to {args.write_tolerances}")
+        n = sum(not k.startswith("_") for k in spread)
+        print(f"wrote {n} tolerances (max of 2 x the seed spread, the intervals and the default, per "
+              f"method:task.metric) to {args.write_tolerances}")
         return 0
-    result = compare(baseline, current, tolerances)
+    result = compare(baseline, current, tolerances, allowed)
     if args.format == "json":
         print(json.dumps(result.to_json(), indent=2))
     elif args.format == "md":
         print(markdown(result, args.all))
     else:
         _out_console().print(rich_table(result, args.all))
-    for c in result.regressions:
-        print(f"REGRESSION {c.method} · {c.metric}: {fmt_change(c)}", file=sys.stderr)
+    for line in result.regression_lines():
+        print(line, file=sys.stderr)
     return 1 if result.regressions else 0
-
-
-def fmt_change(c) -> str:
-    from reports.leaderboard import fmt
-
-    return (f"{fmt(c.baseline)} → {fmt(c.current)} ({'higher' if c.higher_is_better else 'lower'} is better; "
-            f"tolerance {fmt(c.tolerance.value)}, {c.tolerance.source})")
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "check-method": cmd_check_method, "perf": cmd_perf, "export": cmd_export,

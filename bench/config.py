@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bench.errors import BenchError
-from bench.judge.base import JudgeConfig
+from bench.judge.base import JudgeConfig, redact_url
 from bench.store import ExclusionRule
 
 
@@ -45,6 +45,13 @@ class RunConfig:
     @property
     def extra_seeds(self) -> tuple[int, ...]:
         return self.all_seeds[1:]
+
+    def recorded(self) -> dict[str, Any]:
+        """The configuration as run directories and results record it: credentials in the judge's URL redacted."""
+        config = asdict(self)
+        if config["judge"].get("base_url"):
+            config["judge"]["base_url"] = redact_url(config["judge"]["base_url"])
+        return config
 
     @property
     def train_tokens(self) -> int:

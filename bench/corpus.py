@@ -7,10 +7,12 @@ each document carries its genre label, a free real label for probing and erasure
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import lzma
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -41,14 +43,25 @@ def _from_records(records: Iterable[dict], origin: str) -> list[Document]:
     return docs
 
 
-def _read_jsonl(lines: Iterable[str], origin: str) -> list[Document]:
+def _read_jsonl(lines: Iterable[bytes], origin: str) -> list[Document]:
+    """Records from the raw lines of a .jsonl file, decoded one by one so that an error names its line."""
     records = []
-    for n, line in enumerate(lines, 1):
-        if line.strip():
+    n = 0
+    try:
+        for n, raw in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise BenchError(f"{origin}: line {n} is not valid JSON; each line must be an object with 'text'") from None
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BenchError(f"{origin}: line {n} is not UTF-8 text; --text takes UTF-8 .txt or .jsonl files "
+                                 "(each line a JSON object with 'text')") from None
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise BenchError(f"{origin}: line {n} is not valid JSON; each line must be an object with 'text'") from None
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error) as e:  # a damaged or truncated archive
+        raise BenchError(f"{origin}: the compressed file is damaged after line {n} ({type(e).__name__}); "
+                         "recompress it or pass the uncompressed .jsonl") from None
     return _from_records(records, origin)
 
 
@@ -72,22 +85,20 @@ def _read_txt(text: str, origin: str, words_per_doc: int = 1500) -> list[Documen
 def load_corpus(text: str | None = None) -> list[Document]:
     """The shipped corpus, a user's .txt / .jsonl(.xz|.gz) file, or a locally cached Hugging Face dataset name."""
     if text is None:
-        with lzma.open(DEFAULT_CORPUS, "rt", encoding="utf-8") as f:
+        with lzma.open(DEFAULT_CORPUS, "rb") as f:
             return _read_jsonl(f, "shipped corpus")
     path = Path(text).expanduser()
     if path.exists():
-        if path.suffix in {".xz", ".gz"}:
-            import gzip
-
-            opener = lzma.open if path.suffix == ".xz" else gzip.open
-            with opener(path, "rt", encoding="utf-8") as f:
+        if path.suffix not in {".xz", ".gz", ".jsonl", ".txt"}:
+            raise BenchError(f"--text {path}: use a .txt, .jsonl, .jsonl.xz or .jsonl.gz file")
+        try:
+            if path.suffix == ".txt":
+                return _read_txt(path.read_text(encoding="utf-8", errors="replace"), str(path))
+            opener = {".xz": lzma.open, ".gz": gzip.open}.get(path.suffix, open)
+            with opener(path, "rb") as f:
                 return _read_jsonl(f, str(path))
-        if path.suffix == ".jsonl":
-            with open(path, encoding="utf-8") as f:
-                return _read_jsonl(f, str(path))
-        if path.suffix == ".txt":
-            return _read_txt(path.read_text(encoding="utf-8", errors="replace"), str(path))
-        raise BenchError(f"--text {path}: use a .txt, .jsonl, .jsonl.xz or .jsonl.gz file")
+        except OSError as e:  # a directory named like a file, no permission
+            raise BenchError(f"--text {path}: cannot read it ({e.strerror or e}); pass a readable file") from None
     if os.sep in text or text.endswith((".txt", ".jsonl")):
         raise BenchError(f"--text {text}: no such file")
     return _load_hf_dataset(text)
@@ -97,12 +108,17 @@ def _load_hf_dataset(name: str) -> list[Document]:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         import datasets
-
+    except ImportError:
+        raise BenchError(f"--text {name}: not a file; reading a Hugging Face dataset needs `pip install datasets`") from None
+    try:
         ds = datasets.load_dataset(name, split="train")
-    except Exception:  # noqa: BLE001 - any failure means it is not available offline
+    except OSError:  # not cached: offline, the hub is "unreachable" (ConnectionError) or the name is not found
         raise BenchError(
             f"--text {name}: not a file and not a Hugging Face dataset in the local cache; nothing is downloaded at run time"
         ) from None
+    except ValueError as e:  # a malformed name, or no 'train' split
+        raise BenchError(f"--text {name}: cannot read its 'train' split ({(str(e).splitlines() or [type(e).__name__])[0][:200]}); "
+                         "pass a .txt or .jsonl file instead") from None
     return _from_records(({"id": f"{name}-{i}", **row} for i, row in enumerate(ds)), name)
 
 

@@ -5,22 +5,26 @@ A dictionary maps an activation x (shape `[..., d_in]`) to non-negative codes c 
 `[d_dict, d_in]`): the direction in activation space along which that code writes. Tasks see only this
 interface, never the method that made it.
 
-Dictionaries save as `dictionary.safetensors` (tensors) + `dictionary.json` (kind and config): no pickle, so a
-file from someone else is safe to load.
+Dictionaries save as `dictionary.safetensors` (tensors) + `dictionary.json` (kind, config and the tensors file's
+SHA-256): no pickle, so a file from someone else is safe to load, and a changed tensors file is refused rather than
+scored. A dictionary saved before checksums were recorded has none: it loads, with a one-line note on stderr (there
+is nothing to check it against); delete it and rerun to refit one that has.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bench.errors import BenchError
-from bench.io import atomic_write, atomic_write_json
+from bench.io import atomic_write, atomic_write_json, sha256_file
 
 KINDS: dict[str, type["Dictionary"]] = {}
 
@@ -79,27 +83,59 @@ class Dictionary(torch.nn.Module, abc.ABC):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
-        atomic_write_json(directory / CONFIG_FILE, {"kind": self.kind, "config": self.config(), "meta": meta or {}})
+        # dictionary.json marks a finished save (runs look for it): drop the old one first, so a save cut short
+        # reads as "not fitted" (refit) rather than as old config + checksum beside new weights (refused).
+        (directory / CONFIG_FILE).unlink(missing_ok=True)
+        digest: dict[str, str] = {}
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp))
+            digest["sha256"] = sha256_file(tmp)  # of the very bytes renamed into place
+
+        atomic_write(directory / WEIGHTS_FILE, write)
+        atomic_write_json(directory / CONFIG_FILE, {"kind": self.kind, "config": self.config(), "meta": meta or {},
+                                                    "sha256": digest["sha256"]})
+
+
+_UNCHECKED_NOTED: set[str] = set()
 
 
 def load_dictionary(directory: Path, device: str | torch.device = "cpu") -> Dictionary:
-    """Rebuild a dictionary saved by `Dictionary.save`. Corrupt or foreign files give a one-line BenchError."""
+    """Rebuild a dictionary saved by `Dictionary.save`. Corrupt, changed or foreign files give a one-line BenchError."""
     import methods  # noqa: F401  (registers every dictionary kind the methods define)
 
     directory = Path(directory)
+    fix = f"delete {directory} and rerun to refit"
+    weights = directory / WEIGHTS_FILE
     try:
-        spec = json.loads((directory / CONFIG_FILE).read_text())
-        kind, config = spec["kind"], spec["config"]
+        spec = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        kind, config, recorded = spec["kind"], spec["config"], spec.get("sha256")
         cls = KINDS[kind]
-        tensors = load_file(str(directory / WEIGHTS_FILE), device=str(device))
+        if recorded is not None and sha256_file(weights) != recorded:
+            raise BenchError(f"{weights} does not match the SHA-256 recorded when it was saved (it was changed or "
+                             f"damaged): {fix}")
+        tensors = load_file(str(weights))  # on the CPU: a device problem must not read as a corrupt file
         dictionary = cls(**config)
-        dictionary.load_state_dict(tensors)
-    except KeyError as e:
-        raise BenchError(f"{directory}: unknown dictionary kind or missing field {e}; delete it and refit") from None
-    except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt file
-        raise BenchError(f"{directory}: cannot load dictionary ({type(e).__name__}); delete it and refit") from None
+    except KeyError as e:  # a missing field, or a kind no installed method defines
+        raise BenchError(f"{directory}: unknown dictionary kind or missing field {e}: {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, SafetensorError) as e:
+        # unreadable or missing file, not JSON, fields of the wrong type, not a safetensors file
+        raise BenchError(f"{directory}: cannot load dictionary ({type(e).__name__}: {_first_line(e)}): {fix}") from None
+    # checked here, not by catching load_state_dict's RuntimeError (which an out-of-memory error also is)
+    expected = {k: tuple(v.shape) for k, v in dictionary.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if bad := sorted(set(found) ^ set(expected) | {k for k in found.keys() & expected.keys() if found[k] != expected[k]}):
+        raise BenchError(f"{weights}: tensors {', '.join(bad)} do not match {CONFIG_FILE}: {fix}")
+    dictionary.load_state_dict(tensors)
+    if recorded is None and str(directory) not in _UNCHECKED_NOTED:
+        _UNCHECKED_NOTED.add(str(directory))
+        print(f"note: {directory} was saved without a checksum (before they were recorded), so it is loaded "
+              f"unverified; delete it and rerun to refit one that has", file=sys.stderr)
     return dictionary.to(device).eval()
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def signed_pairs(z: torch.Tensor) -> torch.Tensor:

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 
 from bench.errors import BenchError
+from bench.io import umask
 from bench.paths import cache_dir
 from bench.seeds import stream
 
@@ -91,7 +93,11 @@ def resolve_model(name_or_path: str) -> ModelEntry:
         return MODELS[name_or_path]
     path = Path(name_or_path).expanduser()
     if (path / "config.json").exists():
-        arch = (json.loads((path / "config.json").read_text()).get("architectures") or [""])[0]
+        try:
+            arch = (json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or [""])[0]
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError, IndexError, KeyError):
+            raise BenchError(f"--model {path}: its config.json is not a transformers config; pass a directory "
+                             "written by `save_pretrained`") from None
         return ModelEntry(str(path), f"local checkpoint {path}", arch, 0, False, hub_id=str(path))
     raise BenchError(
         f"unknown model {name_or_path!r}; choose from {', '.join(MODELS)} or give a directory with a transformers checkpoint"
@@ -140,7 +146,7 @@ def _hub_local_dir(entry: ModelEntry) -> Path:
 
     try:
         return Path(snapshot_download(entry.hub_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure here means "not cached locally"
+    except (OSError, ValueError):  # LocalEntryNotFoundError (an OSError): not cached; HFValidationError: not an id
         raise BenchError(
             f"{entry.name} is not in the local Hugging Face cache and nothing is downloaded at run time: on a machine "
             f"with internet run `huggingface-cli download {entry.hub_id}` and copy the cache here, or pass --model DIR"
@@ -184,6 +190,7 @@ def _load_hf(entry: ModelEntry):
         plain.config.architectures = [entry.architecture]
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=target.parent))
+        tmp.chmod(0o777 & ~umask())  # mkdtemp's 0o700 would hide the shared cache from other users
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         shutil.rmtree(target, ignore_errors=True)
@@ -191,8 +198,14 @@ def _load_hf(entry: ModelEntry):
     try:
         return (AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32, local_files_only=True),
                 AutoTokenizer.from_pretrained(target, local_files_only=True))
-    except Exception as e:  # noqa: BLE001
-        raise BenchError(f"converted model in {target} is corrupt ({type(e).__name__}); delete that directory") from None
+    except Exception as e:  # noqa: BLE001 - narrowed just below
+        # What a damaged file raises: OSError (config not JSON, weights missing), SafetensorError (weights),
+        # ValueError/KeyError (tokenizer files), and a bare `Exception` from the tokenizers library's Rust parser.
+        # Anything else (out of memory, a bug) is not a corrupt file and surfaces as it is.
+        if not isinstance(e, (OSError, ValueError, KeyError, SafetensorError)) and type(e) is not Exception:
+            raise
+        raise BenchError(f"converted model in {target} is corrupt ({type(e).__name__}); delete that directory "
+                         "(or run `python -m bench clean-cache --models`) and rerun to convert it again") from None
 
 
 def _sample(t: torch.Tensor) -> torch.Tensor:
@@ -257,6 +270,7 @@ class SubjectModel:
     special_ids: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     control: str | None = None  # None: the trained weights; else a name in CONTROLS
     init_report: dict[str, list[str]] = field(default_factory=dict)  # what a control re-initialised
+    forward_tokens: int = 0  # tokens run through the model so far (throughput in units.json)
 
     @property
     def name(self) -> str:
@@ -273,6 +287,7 @@ class SubjectModel:
     def activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
         """tokens `[B, T]` -> activations at `hook` `[B, T, d_model]`; the forward pass stops after that layer."""
         layer = self.validate_hook(hook)
+        self.forward_tokens += tokens.numel()
         _, cache = self.bridge.run_with_cache(
             tokens.to(self.device), names_filter=hook, stop_at_layer=layer + 1, return_cache_object=False
         )
@@ -283,6 +298,7 @@ class SubjectModel:
                edit: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """tokens `[B, T]` -> logits `[B, T, vocab]`, with `edit` replacing the activation at `hook` if given."""
         tokens = tokens.to(self.device)
+        self.forward_tokens += tokens.numel()
         if edit is None:
             return self.bridge(tokens, return_type="logits")
         return self.bridge.run_with_hooks(tokens, fwd_hooks=[(hook, lambda act, hook: edit(act))], return_type="logits")
@@ -298,6 +314,7 @@ class SubjectModel:
             leaf["x"] = act.detach().requires_grad_(True)
             return leaf["x"]
 
+        self.forward_tokens += tokens.numel()
         with torch.enable_grad():
             logits = self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=[(hook, capture)], return_type="logits")
             (grad,) = torch.autograd.grad(objective(logits), leaf["x"])

@@ -8,8 +8,10 @@ A package declares, in its pyproject.toml::
     [project.entry-points."decompbench.tasks"]
     my-task = "my_package.module:MyTask"          # a tasks.base.Task dataclass
 
-A plugin that fails to load, or whose name is taken, is skipped with a one-line warning naming its package;
-it never breaks the others.
+A plugin that cannot be imported (a missing module or attribute, a syntax error, a missing dependency), that is
+not a Method/Task subclass with a name, or whose name is taken, is skipped with a one-line warning naming its
+package; it never breaks the others. Any other error raised by the plugin's own code while it is imported is a bug
+in that code and surfaces with its traceback, as does an out-of-memory error.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ def load_plugins(group: str, base: type, registry: dict[str, type], origins: dic
         package = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
         try:
             cls = ep.load()
-            if not (isinstance(cls, type) and issubclass(cls, base) and getattr(cls, "name", "")):
-                raise TypeError(f"{ep.value} is not a {base.__module__}.{base.__name__} subclass with a name")
-        except Exception as e:  # noqa: BLE001 - a broken plugin must not break the run
-            print(f"warning: skipped plugin {ep.name!r} from package {package!r}: {type(e).__name__}: {e}",
-                  file=sys.stderr)
+        except (ImportError, AttributeError, SyntaxError) as e:  # not installed whole, or names nothing there
+            _skip(ep.name, package, f"{type(e).__name__}: {e}")
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, base) and getattr(cls, "name", "")):
+            _skip(ep.name, package, f"{ep.value} is not a {base.__module__}.{base.__name__} subclass with a name")
             continue
         if cls.name in registry:
             print(f"warning: skipped plugin {cls.name!r} from package {package!r}: the name is taken by "
@@ -38,3 +40,7 @@ def load_plugins(group: str, base: type, registry: dict[str, type], origins: dic
             continue
         registry[cls.name] = cls
         origins[cls.name] = package
+
+
+def _skip(name: str, package: str, why: str) -> None:
+    print(f"warning: skipped plugin {name!r} from package {package!r}: {why}", file=sys.stderr)

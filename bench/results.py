@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.io import atomic_write_json
+from bench.judge.base import redact_url
 
 SCHEMA = "decompbench.result/1"
 _PACKAGES = ("decompbench", "torch", "transformers", "transformer-lens", "scikit-learn", "numpy", "safetensors")
@@ -52,7 +53,7 @@ def result_path(out: Path, model: str, hook: str, method: str, task: str) -> Pat
 
 
 def write_result(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_json(path, {"schema": SCHEMA, **record})
+    atomic_write_json(path, {"schema": SCHEMA, **redact_record(record)})
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
@@ -63,5 +64,22 @@ def read_result(path: Path) -> dict[str, Any] | None:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return record if record.get("schema") == SCHEMA else None
+    return record if isinstance(record, dict) and record.get("schema") == SCHEMA else None
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_record(obj: Any) -> Any:
+    """A copy of `obj` (a result record, a run config: any JSON-like value) in which every URL inside a string has
+    its credentials replaced by `***` (`bench.judge.base.redact_url`): user:password, and query parameters named
+    like a key or token. Call it on whatever is written or printed from a config: `--llm-base-url` may carry a
+    password. Strings without "://" are returned as they are."""
+    if isinstance(obj, str):
+        return _URL.sub(lambda m: redact_url(m.group(0)), obj) if "://" in obj else obj
+    if isinstance(obj, dict):
+        return {k: redact_record(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_record(v) for v in obj]
+    return obj
 

@@ -17,24 +17,26 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 import methods as method_registry
 from bench.config import RunConfig
 from bench.corpus import corpus_fingerprint, load_corpus
-from bench.errors import BenchError
 from bench.executors import Executor, UnitsFailed
 from bench.executors.local import LocalExecutor
 from bench.harvest import HarvestSpec
 from bench.io import atomic_write_json, atomic_write_text
 from bench.judge import Judge, make_judge
+from bench.judge.base import redact_url
 from bench.models import check_control, model_fingerprint, resolve_model
 from bench.results import environment, now
+from bench.rundir import RunLock, check_resumable
 from bench.units import Grid, Side, build_methods, build_tasks, judge_work_left, plan_side, side_work
 from methods.base import Method
 from reports.controls import build_control_tables, controls_markdown, controls_rich
@@ -42,16 +44,6 @@ from reports.history import record_run
 from reports.leaderboard import build_leaderboards, to_markdown, to_rich
 from reports.sweeps import sweep_curves
 from tasks.base import Task
-
-
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise BenchError(f"cannot write to output directory {out} ({e.strerror}); pass a writable --out") from None
 
 
 class Runner:
@@ -70,7 +62,8 @@ class Runner:
 
     def judge(self) -> Judge:
         if self._judge is None:
-            with self.console.status(f"loading the judge {self.cfg.judge.base_url or self.cfg.judge.judge} …"):
+            where = redact_url(self.cfg.judge.base_url) if self.cfg.judge.base_url else self.cfg.judge.judge
+            with self.console.status(f"loading the judge {where} …"):
                 self._judge = make_judge(self.cfg.judge)
         return self._judge
 
@@ -108,23 +101,29 @@ class Runner:
         check_control(cfg.control)
         built = self.build_methods()
         task_list = self.build_tasks()
+        for _, method in built:
+            method.preflight()  # e.g. a released SAE's directory: checked now, not after minutes of harvesting
         spec, self.docs = self.plan_activations()
         sides = self.sides(spec)
-        check_writable(self.out)
-        atomic_write_json(self.out / "config.json", {"config": asdict(cfg), **self.env, "started": now()})
-        # A control gets fresh methods and tasks: nothing fitted or prepared carries over.
-        plans = tuple(plan_side(cfg, side, *side_work(side, *((built, task_list) if side.control is None
-                                                             else (self.build_methods(), self.build_tasks()))))
-                      for side in sides)
-        if any(judge_work_left(plan, cfg.extra_seeds) for plan in plans):
-            self.judge()  # an unusable judge fails now, in one line, before any harvesting or fitting
-            if not self.executor.in_process:
-                self._judge.close()  # the units load their own
-                self._judge = None
+        config = cfg.recorded()
+        with RunLock(self.out):  # one run per directory; nothing below writes before every check has passed
+            check_resumable(self.out, config)
+            # A control gets fresh methods and tasks: nothing fitted or prepared carries over.
+            plans = tuple(plan_side(cfg, side, *side_work(side, *((built, task_list) if side.control is None
+                                                                 else (self.build_methods(), self.build_tasks()))))
+                          for side in sides)
+            if any(judge_work_left(plan, cfg.extra_seeds) for plan in plans):
+                self.judge()  # an unusable judge fails now, in one line, before any harvesting or fitting
+                if not self.executor.in_process:
+                    self._judge.close()  # the units load their own
+                    self._judge = None
+            for note in (n for plan in plans for n in plan.notes):
+                self.console.print(escape(note))
+            atomic_write_json(self.out / "config.json", {"config": config, **self.env, "started": now()})
 
-        records = self.executor.run(Grid(cfg, self.out, plans, self.threads), self)
+            records = self.executor.run(Grid(cfg, self.out, plans, self.threads), self)
 
-        self.publish(records, [m for m in method_registry.REGISTRY])
+            self.publish(records, [m for m in method_registry.REGISTRY])
         if self._judge is not None:
             self._judge.close()
         if failures := getattr(self.executor, "failures", None):

@@ -9,7 +9,12 @@ together, in one pass over the activations.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
 import re
+import types
+import typing
 from typing import Any
 
 from bench.errors import BenchError
@@ -65,26 +70,176 @@ def split_specs(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def coerce(value: str, default: Any, key: str, owner: str) -> Any:
-    """Parse a spec value to the type of the field's default; a tuple is written with `+` between its items
-    (`ks=1+5`), as commas already separate parameters and sweeps."""
-    if isinstance(default, tuple):
-        like = default[0] if default else ""
-        return tuple(coerce(item.strip(), like, key, owner) for item in value.split("+") if item.strip())
+def coerce(value: str, hint: Any, key: str, owner: str) -> Any:
+    """Parse a spec value to its field's type (`int`, `float | None`, `tuple[int, ...]`, ...); a tuple is written
+    with `+` between its items (`ks=1+5`), as commas already separate parameters and sweeps. Types only: ranges
+    and whole numbers are `check_fields`' job (`k=2.5` parses to 2.5, which it then refuses by name)."""
+    optional, hint = _unwrap_optional(hint)
+    if optional and value.lower() == "none":
+        return None
+    if typing.get_origin(hint) is tuple:
+        item = (typing.get_args(hint) or (str,))[0]
+        return tuple(coerce(v.strip(), item, key, owner) for v in value.split("+") if v.strip())
     try:
-        if isinstance(default, bool):
+        if hint is bool:
             if value.lower() not in {"true", "false", "1", "0"}:
                 raise ValueError
             return value.lower() in {"true", "1"}
-        if isinstance(default, int):
-            return int(float(value)) if float(value).is_integer() else float(value)
-        if isinstance(default, float):
+        if hint is int:
+            number = float(value)
+            return int(number) if number.is_integer() else number
+        if hint is float:
             return float(value)
-        if default is None:
-            return None if value.lower() == "none" else int(value)
     except ValueError:
-        raise BenchError(f"{owner}: {key}={value!r} is not a valid {type(default).__name__}") from None
+        raise BenchError(f"{owner}: {key}={value!r} is not a valid {hint.__name__}") from None
     return value
+
+
+# --- field checks: one mechanism for every method's and task's settings ---------------------------------------
+# A field declares what it accepts beyond its type with `param` (or `positive`, `non_negative`, `fraction`,
+# `one_of`); `check_fields` enforces types and ranges. Method and Task call it in `__post_init__`, so specs,
+# preset overrides and programmatic construction are all checked when the object is made, before any work.
+CHECK = "bench.check"  # the dataclass field metadata key
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """Bounds, allowed values and evenness of a field (of each item, for a tuple field)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    choices: tuple[Any, ...] = ()
+    even: bool = False  # e.g. prompt counts split half and half between two labels
+
+    def requirement(self) -> str:
+        parts = [f"> {_show(self.gt)}"] if self.gt is not None else []
+        if self.ge is not None and self.le is not None:
+            parts.append(f"between {_show(self.ge)} and {_show(self.le)}")
+        else:
+            parts += [f">= {_show(self.ge)}"] if self.ge is not None else []
+            parts += [f"<= {_show(self.le)}"] if self.le is not None else []
+        return (("an even number " if self.even else "") + " and ".join(parts)).strip()
+
+    def problem(self, owner: str, key: str, value: Any) -> str | None:
+        if self.choices:
+            if value not in self.choices:
+                return f"{owner}: unknown {key} {value!r}; choose from {', '.join(map(str, self.choices))}"
+            return None
+        if ((self.gt is not None and not value > self.gt) or (self.ge is not None and not value >= self.ge)
+                or (self.le is not None and not value <= self.le) or (self.even and value % 2)):
+            return f"{owner}: {key}={_show(value)} must be {self.requirement()}"
+        return None
+
+
+def param(default: Any = dataclasses.MISSING, *, gt: float | None = None, ge: float | None = None,
+          le: float | None = None, choices: tuple[Any, ...] = (), even: bool = False, **field_kwargs: Any) -> Any:
+    """A dataclass field with a checked range: `k: int = param(32, gt=0)`, `scale: str = param("fast",
+    choices=("smoke", "fast", "paper"))`. None, where the type allows it, always passes."""
+    return dataclasses.field(default=default, metadata={CHECK: Check(gt, ge, le, tuple(choices), even)},
+                             **field_kwargs)
+
+
+def positive(default: Any) -> Any:
+    """> 0: counts, sizes, learning rates, tolerances."""
+    return param(default, gt=0)
+
+
+def non_negative(default: Any) -> Any:
+    """>= 0: penalty coefficients, warm-up steps, seeds."""
+    return param(default, ge=0)
+
+
+def fraction(default: Any) -> Any:
+    """Between 0 and 1: shares, probabilities, cosine thresholds."""
+    return param(default, ge=0, le=1)
+
+
+def one_of(default: str, *choices: str) -> Any:
+    """One of `choices` (an unknown value is refused with the list): `one_of("unit", "unit", "free")`."""
+    return param(default, choices=choices)
+
+
+def _show(value: Any) -> str:
+    """A value as a user would write it in a spec (`0`, `2.5`, `nan`, `0.001`)."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _unwrap_optional(hint: Any) -> tuple[bool, Any]:
+    """`int | None` -> (True, int); `int` -> (False, int)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return True, args[0]
+    return False, hint
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Each field's resolved type hint; where annotations cannot be resolved, the type of its default (a None
+    default reads as `int | None`, as specs always did)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation naming what its module imports only for type checkers
+        hints = {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in hints:
+            out[f.name] = hints[f.name]
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = int | None if f.default is None else type(f.default)
+        else:
+            out[f.name] = Any
+    return out
+
+
+def _checked(owner: str, key: str, value: Any, hint: Any, check: Check | None) -> Any:
+    """`value` normalised to its field's type (1e3 -> 1000 for an int, 2 -> 2.0 for a float), or a BenchError."""
+    optional, hint = _unwrap_optional(hint)
+    if value is None and optional:
+        return None
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (tuple, list)):
+            raise BenchError(f"{owner}: {key}={_show(value)} is not a list of values (write a+b+c)")
+        if not value:
+            raise BenchError(f"{owner}: {key} needs at least one value")
+        item = (typing.get_args(hint) or (Any,))[0]
+        return tuple(_checked(owner, key, v, item, check) for v in value)
+    wrong = None
+    if hint is bool:
+        wrong = None if isinstance(value, bool) else "is not true or false"
+    elif hint is int:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+                and float(value).is_integer():
+            value = int(value)
+        else:
+            wrong = "is not an integer"
+    elif hint is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+            value = float(value)
+        else:
+            wrong = "is not a finite number"
+    elif hint is str:
+        wrong = None if isinstance(value, str) else "is not a string"
+    if wrong:
+        raise BenchError(f"{owner}: {key}={_show(value)} {wrong}")
+    if check is not None and (problem := check.problem(owner, key, value)):
+        raise BenchError(problem)
+    return value
+
+
+def check_fields(obj: Any) -> None:
+    """Check every field of a dataclass instance against its type and `param` range; normalise numbers in place
+    (frozen dataclasses too). The error names the owner (`obj.name`), the field, the value and what it must be."""
+    owner = getattr(obj, "name", "") or type(obj).__name__
+    hints = field_types(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        new = _checked(owner, f.name, value, hints.get(f.name, Any), f.metadata.get(CHECK))
+        if new is not value:
+            object.__setattr__(obj, f.name, new)
 
 
 def settable_fields(cls: type, exclude: set[str] = frozenset()) -> dict[str, Any]:
@@ -110,8 +265,10 @@ def build(spec: str, registry: dict[str, type], kind: str, overrides: dict[str, 
         if key not in fields or dataclasses.is_dataclass(fields[key]):
             settable = [k for k, v in fields.items() if not dataclasses.is_dataclass(v)]
             raise BenchError(f"{name} has no parameter {key!r}; it takes {', '.join(settable) or 'none'}")
-        kwargs[key] = coerce(value, fields[key], key, name)
-    return cls(**fixed, **kwargs)
+        kwargs[key] = coerce(value, field_types(cls)[key], key, name)
+    obj = cls(**fixed, **kwargs)
+    check_fields(obj)  # (again, for a plugin class whose own __post_init__ does not call its base's)
+    return obj
 
 
 def canonical_label(obj: Any, defaults: dict[str, Any] | None = None, exclude: set[str] = frozenset()) -> str:

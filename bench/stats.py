@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+VERSION = 1  # of the interval and test code: results join it to their resume check (bench.units.code_versions)
 CONFIDENCE = 0.95
 ALPHA = 0.05
 N_RESAMPLES = 2000

@@ -30,6 +30,7 @@ from bench.io import atomic_write_json, sha256_file
 MANIFEST = "manifest.json"
 STORE_VERSION = 1
 ARRAYS = ("acts", "tokens", "keep", "doc")
+CLEAR = "clear it with `python -m bench clean-cache --activations` and rerun"
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,10 @@ class ActivationStore:
             raise BenchError(f"{root}: activation store is missing or unfinished; rerun `python -m bench run` to harvest")
         if verify:
             verify_store(root, manifest)
-        return cls(root, manifest)
+        try:
+            return cls(root, manifest)
+        except (KeyError, TypeError, ValueError) as e:  # a field missing or of the wrong type
+            raise BenchError(f"{root / MANIFEST} is corrupt ({type(e).__name__}: {e}); {CLEAR}") from None
 
     def exclusion_record(self) -> dict[str, Any]:
         """What every result records about excluded tokens."""
@@ -230,11 +234,13 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise BenchError(f"{path} is corrupt; clear it with `python -m bench clean-cache --activations`") from None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # unreadable (a directory, no permission), not JSON
+        raise BenchError(f"{path} is corrupt ({type(e).__name__}); {CLEAR}") from None
+    if not isinstance(manifest, dict):
+        raise BenchError(f"{path} is corrupt (not a JSON object); {CLEAR}")
     if manifest.get("version") != STORE_VERSION:
-        raise BenchError(f"{root} was written by another store version; clear it with `python -m bench clean-cache --activations`")
+        raise BenchError(f"{root} was written by another store version; {CLEAR}")
     return manifest
 
 
@@ -247,15 +253,19 @@ def shard_files(root: Path, split: str, index: int) -> dict[str, Path]:
 
 
 def verify_store(root: Path, manifest: dict[str, Any]) -> None:
-    """Check every shard against its recorded size and checksum; a mismatch names the command that clears it."""
-    for split, info in manifest["splits"].items():
-        for i, shard in enumerate(info["shards"]):
-            for array, path in shard_files(root, split, i).items():
-                expected = shard["sha256"][array]
-                if not path.exists() or sha256_file(path) != expected:
-                    raise BenchError(
-                        f"corrupt activation shard {path}; clear it with `python -m bench clean-cache --activations`"
-                    )
+    """Check every shard against its recorded checksum; a mismatch names the command that clears it."""
+    try:
+        expected = [(path, shard["sha256"][array]) for split, info in manifest["splits"].items()
+                    for i, shard in enumerate(info["shards"]) for array, path in shard_files(root, split, i).items()]
+    except (KeyError, TypeError, AttributeError) as e:  # a field missing or of the wrong type
+        raise BenchError(f"{Path(root) / MANIFEST} is corrupt ({type(e).__name__}: {e}); {CLEAR}") from None
+    for path, digest in expected:
+        try:
+            ok = sha256_file(path) == digest  # a truncated or edited shard fails here
+        except OSError as e:  # missing, a directory, unreadable
+            raise BenchError(f"corrupt activation shard {path} ({e.strerror or type(e).__name__}); {CLEAR}") from None
+        if not ok:
+            raise BenchError(f"corrupt activation shard {path} (checksum mismatch); {CLEAR}")
 
 
 class ArraySplit:

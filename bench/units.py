@@ -19,6 +19,7 @@ Executors (`bench.executors`) run the units; `bench.worker` executes one.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import methods as method_registry
 import tasks as task_registry
 from bench.config import RunConfig
 from bench.dictionary import CONFIG_FILE
+from bench import stats
 from bench.errors import BenchError
 from bench.harvest import HarvestSpec
 from bench.io import fingerprint
@@ -35,6 +37,7 @@ from bench.seeds import seed_label, split_seed
 from bench.specs import canonical_label, expand_spec, parse_spec
 from methods.base import Method
 from methods.sae import SAEMethod
+from methods.trainer import VERSION as TRAINER_VERSION
 from methods.trainer import group_key
 from tasks.base import Task
 
@@ -191,6 +194,50 @@ def side_work(side: Side, built: list[tuple[str, Method]], task_list: list[tuple
             [(label, t) for label, t in task_list if t.depends_on_model])
 
 
+def code_versions(method: Method, task: Task | None = None) -> dict[str, int]:
+    """The versions of the code behind a dictionary (method, and trainer for an SAE) or a result (and task).
+    Bumped with a change of formula or trainer; a resumed run refits or recomputes what an older version made."""
+    versions = {"method": type(method).version}
+    if isinstance(method, SAEMethod):
+        versions["trainer"] = TRAINER_VERSION
+    if task is not None:
+        versions["task"] = type(task).version
+        versions["stats"] = stats.VERSION  # every metric's interval
+    return versions
+
+
+def stale_versions(recorded: dict[str, Any] | None, current: dict[str, int]) -> str | None:
+    """Why a dictionary or result made by `recorded` versions is out of date (None: it is current)."""
+    if recorded is None:
+        return "made before code versions were recorded"
+    changed = [f"{name} version {recorded.get(name, '?')} → {v}" for name, v in current.items() if recorded.get(name) != v]
+    return ", ".join(changed) or None
+
+
+def stale_result(record: dict[str, Any], versions: dict[str, int], checksum: str | None) -> str | None:
+    """Why a finished result with the right settings must still be recomputed: it was made by other code, or
+    from other weights than the dictionary saved now (refitted since). None: it stands."""
+    if stale := stale_versions(record.get("code_versions"), versions):
+        return f"made by other code ({stale})"
+    if checksum is not None and record.get("dictionary_sha256") != checksum:
+        return "computed from another fit of its dictionary"
+    return None
+
+
+def dictionary_meta(directory: Path) -> dict[str, Any]:
+    """What `Workspace.fit` recorded with a saved dictionary (`meta`), plus its `sha256`."""
+    spec = json.loads((directory / CONFIG_FILE).read_text())
+    return {**spec.get("meta", {}), "sha256": spec.get("sha256")}
+
+
+def dictionary_checksum(directory: Path) -> str | None:
+    """The SHA-256 recorded with a saved dictionary (None: none saved, e.g. its fit failed)."""
+    try:
+        return dictionary_meta(directory).get("sha256")
+    except (OSError, ValueError):
+        return None
+
+
 def resume_key(cfg: RunConfig, side: Side, method: Method, matched_k: int | None, task: Task,
                seed: int | None = None) -> str:
     """What must match for a result on disk to stand for this one (`seed`: the evaluation's, None = the base)."""
@@ -220,6 +267,7 @@ class SidePlan:
     k: int | None = None
     k_unit: MatchedKUnit | None = None
     k_from_trained: bool = False
+    notes: list[str] = field(default_factory=list)  # what is refitted and why, said before the run starts
 
     def fit_of(self, label: str) -> FitUnit:
         return next(u for u in self.fits if label in u.labels)
@@ -230,15 +278,18 @@ def plan_side(cfg: RunConfig, side: Side, built: list[tuple[str, Method]], task_
     of its own that only checks it) and the matched-k step of one side."""
     fits: list[FitUnit] = []
     groups: dict[tuple, list[str]] = {}
+    notes: list[str] = []
     for label, method in built:
-        if (side.dictionary_dir(label) / CONFIG_FILE).exists():
+        if (side.dictionary_dir(label) / CONFIG_FILE).exists() and not (stale := cached_fit(side, label, method)):
             fits.append(FitUnit(side, (label,), cached=True))
         else:
+            if (side.dictionary_dir(label) / CONFIG_FILE).exists():
+                notes.append(f"{side.tag}refitting {label}: its dictionary was {stale}")
             key = group_key(method) if isinstance(method, SAEMethod) else ("alone", label)
             groups.setdefault(key, []).append(label)
     fits.extend(FitUnit(side, tuple(labels)) for labels in groups.values())
     reference = next((label for label, m in built if m.sparse), None)
-    plan = SidePlan(side, built, task_list, HarvestUnit(side), fits, reference)
+    plan = SidePlan(side, built, task_list, HarvestUnit(side), fits, reference, notes=notes)
     if side.control is not None:
         plan.k_from_trained = True  # each top-k row compares the same sparsity on both sides
     elif all(m.sparse for _, m in built):
@@ -248,6 +299,24 @@ def plan_side(cfg: RunConfig, side: Side, built: list[tuple[str, Method]], task_
     elif reference is not None:
         plan.k_unit = MatchedKUnit(side, reference)
     return plan
+
+
+def cached_fit(side: Side, label: str, method: Method) -> str | None:
+    """Check a dictionary the run directory already holds for `label` before anything runs: other settings or
+    activations are refused (one line); code of another version is returned as the reason to refit (None:
+    current, reused)."""
+    directory = side.dictionary_dir(label)
+    try:
+        meta = dictionary_meta(directory)
+    except (OSError, ValueError):
+        raise BenchError(f"{directory}/{CONFIG_FILE} is unreadable; delete {directory} and rerun to refit it") from None
+    if meta.get("params") != json.loads(json.dumps(asdict(method), default=str)) \
+            or meta.get("activations") != side.spec.key():
+        raise BenchError(f"{directory} was fitted with other settings or activations; "
+                         "use a new --out (finished results there are kept)")
+    if stale := stale_versions(meta.get("code_versions"), code_versions(method)):
+        return f"made by other code ({stale})"
+    return None
 
 
 class KUnknown:
@@ -261,6 +330,7 @@ class EvalPlan:
     done: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     units: list[EvalUnit] = field(default_factory=list)
     left_out: int = 0  # rows that need a k that could not be measured
+    notes: list[str] = field(default_factory=list)  # finished results recomputed, and why
 
     def ordered(self, results: dict[EvalUnit, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """Records per task: those found on disk, then the new ones in row order."""
@@ -278,6 +348,8 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
     on disk. A result from other settings is refused rather than mixed or overwritten."""
     side, by_label = plan.side, dict(plan.methods)
     unknown = k is KUnknown
+    checksums = {label: dictionary_checksum(side.dictionary_dir(label)) for label, _ in plan.methods}
+
     out = EvalPlan()
     base_methods = [(label, m) for label, m in plan.methods if split_seed(label)[1] is None]
     rows_at: dict[int | None, list[EvalRow]] = {}
@@ -321,6 +393,9 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
             elif existing.get("resume_key") != resume_key(cfg, side, method, row.matched_k, task, row.seed):
                 raise BenchError(f"{path} holds a result from other settings; use a new --out "
                                  "(finished results there are kept)")
+            elif stale := stale_result(existing, code_versions(method, task), checksums.get(row.base)):
+                out.notes.append(f"{side.tag}recomputing {task_label} · {row.label}: the stored result was {stale}")
+                todo.append(row)
             else:
                 out.done[task_label].append(existing)
         if todo and task.needs_judge:  # one judge per unit: loaded once for all rows

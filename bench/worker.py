@@ -9,7 +9,6 @@ run always did, each evaluation likewise), so the order in which units run does 
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
@@ -27,10 +26,13 @@ from bench.harvest import harvest
 from bench.io import fingerprint
 from bench.judge import Judge, make_judge
 from bench.models import SubjectModel, load_model
+from bench.profile import UnitProfile, measured
 from bench.results import environment, now, read_result, write_result
 from bench.seeds import seed_label
 from bench.store import ActivationStore, read_manifest
-from bench.units import EvalRow, EvalUnit, FitUnit, HarvestUnit, MatchedKUnit, Side, build_methods, build_tasks, resume_key
+from bench.units import (EvalRow, EvalUnit, FitUnit, HarvestUnit, MatchedKUnit, Side, build_methods, build_tasks,
+                         cached_fit, code_versions, dictionary_checksum, dictionary_meta, resume_key,
+                         stale_result)
 from methods.base import Method
 from methods.sae import SAEMethod
 from methods.trainer import Checkpointing, train_saes
@@ -49,6 +51,7 @@ class Fitted:
     fit_seconds: float
     fit_info: dict[str, Any]
     matched_k: int | None = None
+    checksum: str | None = None  # the dictionary's SHA-256 as saved: a result names the exact weights it scored
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Workspace:
         self._prepared: OrderedDict[tuple[str | None, str, int], tuple[Task, TaskContext]] = OrderedDict()
         self._keep_prepared = keep_prepared  # None: every prepared task of the side stays (the local run)
         self._env: dict[str, Any] | None = None
+        self.profiles: list[UnitProfile] = []  # every unit run here, measured, in order
 
     # --- what is kept between units ------------------------------------------------------------------------
     def model(self, control: str | None = None) -> SubjectModel:
@@ -115,6 +119,44 @@ class Workspace:
         for key in [k for k in self._prepared if k[0] == control]:
             del self._prepared[key]
 
+    def run_unit(self, unit, **hooks: Any) -> Any:
+        """Execute any unit, measured (`bench.profile`; its profile goes to `self.profiles`, failed or not). `hooks`:
+        the local executor's progress callbacks (`progress` for harvest and fit, `hooks` for an evaluation)."""
+        kinds = {HarvestUnit: "harvest", FitUnit: "fit", MatchedKUnit: "matched_k", EvalUnit: "evaluate"}
+        before = self._forward_tokens()
+        profile = None
+        try:
+            with measured(unit.name, kinds[type(unit)], self.cfg.device) as profile:
+                if isinstance(unit, HarvestUnit):
+                    value: Any = self.harvest(unit, hooks.get("progress"))
+                    profile.cached = not value["harvested"]
+                elif isinstance(unit, FitUnit):
+                    value = self.fit(unit, hooks.get("progress"))
+                    profile.cached = unit.cached
+                    if not unit.cached:
+                        profile.work.update(self._fit_tokens(unit))
+                elif isinstance(unit, MatchedKUnit):
+                    value = self.matched_k(unit)
+                else:
+                    value = self.evaluate(unit, hooks.get("hooks"))
+        finally:
+            if profile is not None:
+                if (forward := self._forward_tokens() - before) > 0:
+                    profile.work["forward_tokens"] = forward
+                self.profiles.append(profile)
+        return value
+
+    def _forward_tokens(self) -> int:
+        return sum(m.forward_tokens for m in self._models.values())
+
+    def _fit_tokens(self, unit: FitUnit) -> dict[str, float]:
+        """Training tokens a shared SAE pass went through (each SAE sees every one)."""
+        methods = self.methods()
+        sae = next((methods[label] for label in unit.labels if isinstance(methods[label], SAEMethod)), None)
+        if sae is None:
+            return {}
+        return {"tokens": self.store(unit.side).train.n_kept * sae.epochs}
+
     def close(self) -> None:
         self._models.clear()
         self._prepared.clear()
@@ -126,33 +168,43 @@ class Workspace:
     def harvest(self, unit: HarvestUnit, progress: ProgressFn | None = None) -> dict[str, Any]:
         side = unit.side
         manifest = read_manifest(side.spec.path())
-        if manifest is None or not manifest.get("complete"):
+        harvested = manifest is None or not manifest.get("complete")
+        if harvested:
             docs = self._docs if self._docs is not None else load_corpus(self.cfg.text)
             model = self.model(side.control)
             batch = harvest_batch(self.cfg.harvest_batch, self.cfg.device, side.spec.ctx_len, model)
             harvest(side.spec, docs, lambda: model, batch, progress)
         store = self.store(side)
-        return {"key": side.spec.key(), "d_model": store.d_model, "train_tokens": store.train.n_tokens}
+        if self.cfg.matched_k is not None and self.cfg.matched_k > store.d_model:
+            # Signed pairs of a dense basis leave at most d_model codes non-zero per token.
+            raise BenchError(f"--matched-k {self.cfg.matched_k} exceeds the hook's dimension {store.d_model}; "
+                             f"pass a k from 1 to {store.d_model}")
+        return {"key": side.spec.key(), "d_model": store.d_model, "train_tokens": store.train.n_tokens,
+                "harvested": harvested}
 
     # --- fit -----------------------------------------------------------------------------------------------
     def methods(self) -> dict[str, Method]:
         """Fresh method objects by label (a fit records what it learned about itself on the object)."""
         return dict(build_methods(self.cfg))
 
-    def load_fitted(self, side: Side, label: str, method: Method, store: ActivationStore) -> Fitted | None:
-        """The dictionary the run directory holds for `label`, checked against the settings; None if absent."""
+    def load_fitted(self, side: Side, label: str, method: Method, store: ActivationStore,
+                    refit_stale: bool = False) -> Fitted | None:
+        """The dictionary the run directory holds for `label`, checked against the settings; None if absent (or,
+        with `refit_stale`, made by another version of the code: the fit replaces it)."""
         directory = side.dictionary_dir(label)
         if not (directory / CONFIG_FILE).exists():
             return None
+        if stale := cached_fit(side, label, method):
+            if refit_stale:
+                return None
+            raise BenchError(f"{directory} was {stale}; rerun the same command to refit it")
         dictionary = load_dictionary(directory, self.cfg.device)
         if dictionary.d_in != store.d_model:
             raise BenchError(f"dictionary {directory} has dimension {dictionary.d_in} but the hook gives "
                              f"{store.d_model}; use another --out or delete that directory")
-        meta = json.loads((directory / CONFIG_FILE).read_text())["meta"]
-        if meta.get("params") != asdict(method) or meta.get("activations") != store.manifest["key"]:
-            raise BenchError(f"{directory} was fitted with other settings or activations; "
-                             "use a new --out (finished results there are kept)")
-        return Fitted(label, method, dictionary, meta.get("fit_seconds", 0.0), meta.get("fit_info", {}))
+        meta = dictionary_meta(directory)
+        return Fitted(label, method, dictionary, meta.get("fit_seconds", 0.0), meta.get("fit_info", {}),
+                      checksum=meta.get("sha256"))
 
     def fit(self, unit: FitUnit, progress: ProgressFn | None = None) -> dict[str, float]:
         """Fit the unit's methods that have no dictionary yet (SAEs in one shared pass) and save them; check the
@@ -161,7 +213,7 @@ class Workspace:
         members = []
         seconds: dict[str, float] = {}
         for label in unit.labels:
-            cached = self.load_fitted(side, label, methods[label], store)
+            cached = self.load_fitted(side, label, methods[label], store, refit_stale=True)
             if cached is None:
                 members.append((label, methods[label]))
             else:
@@ -183,7 +235,7 @@ class Workspace:
             dictionary.save(side.dictionary_dir(label), {
                 "method": label, "params": asdict(method), "fit_seconds": share, "fit_info": method.fit_info_,
                 "activations": store.manifest["key"], "hook": store.hook, "model": store.manifest["spec"]["model"],
-                "control": side.control})
+                "control": side.control, "code_versions": code_versions(method)})
             seconds[label] = share
         return seconds
 
@@ -223,16 +275,18 @@ class Workspace:
         if f is None:
             raise BenchError(f"{side.dictionary_dir(row.base)}: no fitted dictionary; rerun to fit it")
         if row.topk:
-            return Fitted(row.label, method, TopKDictionary.wrap(f.dictionary, row.matched_k), f.fit_seconds,
-                          f.fit_info, row.matched_k)
+            return replace(f, label=row.label, dictionary=TopKDictionary.wrap(f.dictionary, row.matched_k),
+                           matched_k=row.matched_k)
         return replace(f, matched_k=row.matched_k)
 
     def evaluate(self, unit: EvalUnit, hooks: EvalHooks | None = None) -> list[dict[str, Any]]:
         """Score each row's dictionary on the task and write its result; a row whose result is already there
-        (a retried unit) is read back, not rewritten."""
+        (a retried unit) is read back, not rewritten. Rows whose output is incomplete are not written: the unit
+        then raises, naming them, once its other rows are."""
         hooks = hooks or EvalHooks()
         side, store, methods = unit.side, self.store(unit.side), self.methods()
-        records = []
+        records: list[dict[str, Any]] = []
+        not_stored: list[str] = []
         for row in unit.rows:
             task, task_ctx = self.prepared_task(side, unit.task, hooks.detail, row.seed)
             hooks.prepared()
@@ -240,7 +294,8 @@ class Workspace:
             path = side.result_path(row.label, unit.task)
             key = resume_key(self.cfg, side, method, row.matched_k, task, row.seed)
             existing = read_result(path)
-            if existing is not None and existing.get("resume_key") == key:
+            if existing is not None and existing.get("resume_key") == key \
+                    and not stale_result(existing, code_versions(method, task), dictionary_checksum(side.dictionary_dir(row.base))):
                 records.append(existing)
                 hooks.done(row.label)
                 continue
@@ -253,11 +308,17 @@ class Workspace:
             torch.manual_seed(task_ctx.seed)  # tasks draw from their own seeded generators; this guards any other
             with torch.inference_mode(not (task.refits or task.needs_grad)):
                 output = task.evaluate(f.dictionary, method_ctx)
+            if output.incomplete:  # not a finished result: never written, so a rerun retries it
+                not_stored.append(f"{side.tag}{unit.task} · {row.label}: {output.incomplete}")
+                hooks.done(row.label)
+                continue
             record = self.record(f, unit.task, task, output, store, side, time.perf_counter() - start, key,
                                  task_ctx.seed, row.label)
             write_result(path, record)
             records.append(record)
             hooks.done(row.label)
+        if not_stored:  # after the unit's other rows are written; the unit fails, as any unit that raises
+            raise BenchError("; ".join(not_stored) + "; not stored, rerun to retry")
         return records
 
     def siblings(self, side: Side, label: str, store: ActivationStore) -> list[Dictionary]:
@@ -295,6 +356,8 @@ class Workspace:
             "sparse": f.method.sparse,
             "matched_k": f.matched_k,
             "fit_info": f.fit_info,
+            "dictionary_sha256": f.checksum,
+            "code_versions": code_versions(f.method, task),
             "task": task_label,
             "task_name": task.name,
             "task_params": asdict(task),
@@ -307,8 +370,8 @@ class Workspace:
                             "model_fingerprint": spec.model_fingerprint},
             "seed": cfg.seed if seed is None else seed,  # the evaluation's (and, for a seeded method, the fit's)
             "device": cfg.device,
-            "config": asdict(cfg),
-            "config_fingerprint": fingerprint(asdict(cfg)),
+            "config": cfg.recorded(),
+            "config_fingerprint": fingerprint(cfg.recorded()),
             **self.env(),
             "timings": {"fit_seconds": f.fit_seconds, "task_seconds": task_s},
             "created": now(),

@@ -13,6 +13,7 @@ from typing import Callable, ClassVar, Protocol
 import torch
 
 from bench.dictionary import Dictionary
+from bench.specs import check_fields, non_negative
 
 ProgressFn = Callable[[int, int], None]  # (done, total) -> None
 
@@ -37,10 +38,11 @@ class Method(abc.ABC):
     """Base for every method. Subclasses are dataclasses whose fields are the hyper-parameters.
 
     `seed` and `device` are set by the runner; `sparse` says whether the method is trained for sparsity (dense
-    methods are also scored at an SAE's L0 by keeping each token's top-k codes).
+    methods are also scored at an SAE's L0 by keeping each token's top-k codes). A field declares its range with
+    `bench.specs.param` (or `positive`, `fraction`, `one_of`...): it is checked when the method is made.
     """
 
-    seed: int = 0
+    seed: int = non_negative(0)  # (numpy and scikit-learn refuse negative seeds)
     device: str = "cpu"
 
     name: ClassVar[str] = ""
@@ -49,9 +51,17 @@ class Method(abc.ABC):
     in_all: ClassVar[bool] = True  # False: left out of `--methods all` (it needs an argument, e.g. a path)
     refittable: ClassVar[bool] = True  # False: cannot be fitted on other data (tasks that refit skip it)
     seeded: ClassVar[bool] = True  # False: the fit does not depend on the seed (fitted once with `--seeds`)
+    # Bump with any change that moves a fitted dictionary: a resumed run refits what an older version made.
+    version: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
+        check_fields(self)  # types and ranges of every field, before any expensive work
         self.fit_info_: dict = {}  # what the last fit reports about itself (iterations, convergence, losses)
+
+    def preflight(self) -> None:  # noqa: B027 - optional hook
+        """Check what can be checked without the model or activations (files the method reads, their format), so
+        that a run fails in a second rather than after harvesting. Called by the runner for every method before
+        any work; must be cheap. Raises a one-line BenchError."""
 
     @abc.abstractmethod
     def fit(self, train: TrainingData, progress: ProgressFn | None = None) -> Dictionary:

@@ -10,17 +10,18 @@ from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning
 
 from bench.dictionary import LinearDictionary
+from bench.specs import positive
 from methods.base import Method, ProgressFn, TrainingData
 
 
 @dataclass
 class ICA(Method):
-    n_components: int | None = None  # None: d_model components
+    n_components: int | None = positive(None)  # None: d_model components
     # FastICA is the slowest baseline (~0.3 s per iteration for 576 components on 10k tokens, 2 cores) and
     # rarely converges on residual-stream data within a CPU budget: `fit_info_` records whether it did.
-    max_tokens: int = 10_000
-    max_iter: int = 100
-    tol: float = 1e-3
+    max_tokens: int = positive(10_000)
+    max_iter: int = positive(100)
+    tol: float = positive(1e-3)
 
     name = "ica"
     description = "independent components (scikit-learn FastICA), +/- each component"

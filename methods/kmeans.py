@@ -16,6 +16,7 @@ import torch
 from sklearn.cluster import MiniBatchKMeans
 
 from bench.dictionary import Dictionary
+from bench.specs import positive
 from methods.base import Method, ProgressFn, TrainingData
 
 
@@ -48,10 +49,10 @@ class VQDictionary(Dictionary):
 
 @dataclass
 class KMeans(Method):
-    dict_ratio: float = 1.0  # number of centroids / d_model
-    max_tokens: int = 20_000
-    batch_size: int = 4096
-    max_iter: int = 10
+    dict_ratio: float = positive(1.0)  # number of centroids / d_model
+    max_tokens: int = positive(20_000)
+    batch_size: int = positive(4096)
+    max_iter: int = positive(10)
 
     name = "kmeans"
     description = "gain-shape vector quantisation: spherical k-means centroids, one code per token"

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 import torch
 
 from bench.dictionary import LinearDictionary
+from bench.specs import positive
 from methods.base import Method, ProgressFn, TrainingData
 
 
 @dataclass
 class Neurons(Method):
-    max_tokens: int = 100_000  # the mean is taken over a seeded subsample of this many training tokens (as `random`)
+    max_tokens: int = positive(100_000)  # the mean is taken over a seeded subsample of this many training tokens (as `random`)
 
     name = "neurons"
     seeded = False  # the standard basis: only its centre, a mean over a subsample, depends on the seed

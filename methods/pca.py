@@ -8,13 +8,14 @@ import torch
 from sklearn.decomposition import PCA as SkPCA
 
 from bench.dictionary import LinearDictionary
+from bench.specs import positive
 from methods.base import Method, ProgressFn, TrainingData
 
 
 @dataclass
 class PCA(Method):
-    n_components: int | None = None  # None: all d_model components (exact reconstruction)
-    max_tokens: int = 200_000  # fit on a seeded subsample of this many training tokens
+    n_components: int | None = positive(None)  # None: all d_model components (exact reconstruction)
+    max_tokens: int = positive(200_000)  # fit on a seeded subsample of this many training tokens
 
     name = "pca"
     description = "principal components (scikit-learn PCA), +/- each component"

@@ -1,7 +1,8 @@
 """`pretrained:<dir>`: a released SAE in SAELens' format, benchmarked like any trained method.
 
 Nothing is trained: `fit` loads `<dir>/cfg.json` + `<dir>/sae_weights.safetensors` (see `methods.saelens_format`)
-and checks it against the activations: the same width, and the same hook when the SAE records one.
+and checks it against the activations: the same width, and the same hook when the SAE records one. `preflight`
+checks the rest (directory, config, the weights' header) before the run harvests anything.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from bench.errors import BenchError
 from methods.base import Method, ProgressFn, TrainingData
 from methods.sae import SAE
-from methods.saelens_format import from_saelens
+from methods.saelens_format import check_saelens, from_saelens
 
 PREFIX = "pretrained:"
 
@@ -31,10 +32,18 @@ class Pretrained(Method):
     def label(self) -> str:
         return PREFIX + (Path(self.path).name or self.path)
 
-    def fit(self, train: TrainingData, progress: ProgressFn | None = None) -> SAE:
+    def _directory(self) -> Path:
         if not self.path:
             raise BenchError("pretrained needs a directory: --methods pretrained:<dir>")
-        sae, cfg = from_saelens(Path(self.path).expanduser())
+        return Path(self.path).expanduser()
+
+    def preflight(self) -> None:
+        """The directory, its config and its weights' header, before the run harvests (the width is checked
+        against the hook's at fit time, when the activations are known)."""
+        check_saelens(self._directory())
+
+    def fit(self, train: TrainingData, progress: ProgressFn | None = None) -> SAE:
+        sae, cfg = from_saelens(self._directory())
         if sae.d_in != train.d_model:
             raise BenchError(f"{self.path}: the SAE reads {sae.d_in}-dimensional activations but this hook gives "
                              f"{train.d_model}; pick the --model it was trained on")

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import torch
 
 from bench.dictionary import LinearDictionary
+from bench.specs import positive
 from methods.base import Method, ProgressFn, TrainingData
 
 
 @dataclass
 class RandomDirections(Method):
-    dict_ratio: float = 4.0  # number of directions / d_model (the SAE's ratio by default)
+    dict_ratio: float = positive(4.0)  # number of directions / d_model (the SAE's ratio by default)
 
     name = "random"
     description = "random unit directions (Gaussian, normalised), same count as the SAE dictionary"

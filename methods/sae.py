@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from bench.dictionary import Dictionary
-from bench.errors import BenchError
+from bench.specs import fraction, non_negative, one_of, positive
 from methods.base import Method, ProgressFn, TrainingData
 from methods.sparse import Codes, encode_selected, select_mask, select_topk
 
@@ -208,27 +208,19 @@ class SAEMethod(Method):
     coefficients ramp with it) and decays linearly to zero over the last `decay_fraction` of the steps.
     """
 
-    dict_ratio: float = 4.0
-    lr: float = 3e-3
-    batch_size: int = 256
-    epochs: float = 2.0
-    warmup_steps: int = 50
-    decay_fraction: float = 0.2
-    decoder_norm: str = "unit"  # "unit": rows renormalised every step; "free": left to the optimiser
-    dead_latents: str = "none"  # "none" | "resample" (Anthropic 2023) | "auxk" (Gao et al. 2024)
-    dead_after_tokens: int = 50_000  # a latent is dead after this many training tokens without firing
-    resample_every: int = 500  # steps between resamplings when dead_latents="resample"
+    dict_ratio: float = positive(4.0)
+    lr: float = positive(3e-3)
+    batch_size: int = positive(256)
+    epochs: float = positive(2.0)
+    warmup_steps: int = non_negative(50)
+    decay_fraction: float = fraction(0.2)
+    decoder_norm: str = one_of("unit", "unit", "free")  # "unit": rows renormalised every step; "free": left to Adam
+    # "none" | "resample" (Anthropic 2023); the TopK family has "auxk" (Gao et al. 2024) instead of "resample"
+    dead_latents: str = one_of("none", "none", "resample")
+    dead_after_tokens: int = positive(50_000)  # a latent is dead after this many training tokens without firing
+    resample_every: int = positive(500)  # steps between resamplings when dead_latents="resample"
 
     sparse: ClassVar[bool] = True
-    dead_options: ClassVar[tuple[str, ...]] = ("none", "resample")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.dead_latents not in self.dead_options:
-            raise BenchError(f"{self.name}: dead_latents={self.dead_latents!r}; choose from "
-                             f"{', '.join(self.dead_options)}")
-        if self.decoder_norm not in ("unit", "free"):
-            raise BenchError(f"{self.name}: decoder_norm={self.decoder_norm!r}; choose unit or free")
 
     @abc.abstractmethod
     def build(self, d_in: int, d_dict: int) -> SAE:
@@ -266,11 +258,10 @@ class SAEMethod(Method):
 class TopKFamily(SAEMethod):
     """Shared by the variants that pick k latents per token (TopK, BatchTopK, Matryoshka): k and AuxK."""
 
-    k: int = 32
-    k_aux: int = 256  # Gao et al.: d_model / 2
-    aux_coeff: float = 1 / 32
-    dead_latents: str = "auxk"
-    dead_options: ClassVar[tuple[str, ...]] = ("none", "auxk")
+    k: int = positive(32)
+    k_aux: int = positive(256)  # Gao et al.: d_model / 2
+    aux_coeff: float = non_negative(1 / 32)
+    dead_latents: str = one_of("auxk", "none", "auxk")
 
     def coefficients(self, ramp: float) -> dict[str, float]:
         return {"aux": self.aux_coeff if self.dead_latents == "auxk" else 0.0, "k_aux": self.k_aux}

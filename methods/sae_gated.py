@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.specs import non_negative
 from methods.sae import SAE, SAEMethod
 
 
@@ -58,7 +59,7 @@ class GatedSAE(SAE):
 
 @dataclass
 class SAEGated(SAEMethod):
-    l1_coeff: float = 4e-3  # on the gate; default preset: 2e-3 -> L0 113, 5e-3 -> L0 27, 1e-2 -> L0 8
+    l1_coeff: float = non_negative(4e-3)  # on the gate; default preset: 2e-3 -> L0 113, 5e-3 -> L0 27, 1e-2 -> L0 8
 
     name = "sae-gated"
     description = "sparse autoencoder, gated encoder with auxiliary loss (Rajamanoharan et al. 2024)"

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from bench.specs import non_negative, positive
 from methods.sae import SAE, SAEMethod
 
 
@@ -88,9 +89,9 @@ class JumpReLUSAE(SAE):
 
 @dataclass
 class SAEJumpReLU(SAEMethod):
-    l0_coeff: float = 1e-3  # default preset: 5e-4 -> L0 71, 1e-3 -> L0 29, 2e-3 -> L0 15
-    bandwidth: float = 0.05  # ε, in units of the scaled activations (E||x'||^2 = d_model)
-    threshold_init: float = 0.5
+    l0_coeff: float = non_negative(1e-3)  # default preset: 5e-4 -> L0 71, 1e-3 -> L0 29, 2e-3 -> L0 15
+    bandwidth: float = positive(0.05)  # ε, in units of the scaled activations (E||x'||^2 = d_model)
+    threshold_init: float = positive(0.5)  # θ starts here (its log is learned)
 
     name = "sae-jumprelu"
     description = "sparse autoencoder, JumpReLU + L0 via straight-through estimators (Rajamanoharan et al. 2024)"

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from bench.specs import positive
 from methods.sae import TopKFamily
 from methods.sae_batchtopk import BatchTopKSAE
 
@@ -42,7 +43,7 @@ class MatryoshkaSAE(BatchTopKSAE):
 
 @dataclass
 class SAEMatryoshka(TopKFamily):
-    n_prefixes: int = 5  # nested sizes m/16, m/8, m/4, m/2, m
+    n_prefixes: int = positive(5)  # nested sizes m/16, m/8, m/4, m/2, m
 
     name = "sae-matryoshka"
     description = "sparse autoencoder, nested Matryoshka prefixes with BatchTopK (Bussmann et al. 2025)"

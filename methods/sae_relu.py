@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from bench.specs import non_negative
 from methods.sae import SAE, SAEMethod, TrainState
 from methods.sparse import Codes
 
@@ -51,7 +52,7 @@ class SparseAutoencoder(SAE):
 class SAEReLU(SAEMethod):
     # alpha; activations are scaled to E||x||^2 = d_model, so it transfers across models. Default preset
     # (SmolLM2 layer 12, 4x dictionary): 2e-3 -> L0 47, 2.5e-3 -> L0 35, 3e-3 -> L0 27.
-    l1_coeff: float = 2.5e-3
+    l1_coeff: float = non_negative(2.5e-3)
     tied: bool = False
     decoder_bias: bool = True
 

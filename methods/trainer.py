@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bench.errors import BenchError
@@ -34,6 +35,12 @@ from methods.base import ProgressFn, TrainingData
 from methods.sae import SAE, SAEMethod, TrainState
 
 STATE_FILE = "trainer.json"
+# What a partial or corrupt checkpoint raises: unreadable or truncated files (OSError, SafetensorError), bad JSON
+# (a ValueError), missing keys, tensors (KeyError) or slots (IndexError), wrong shapes (load_state_dict's
+# RuntimeError, `restore`'s ValueError). Anything else is a bug and surfaces as itself.
+CORRUPT_CHECKPOINT = (OSError, SafetensorError, ValueError, KeyError, IndexError, RuntimeError)
+# Bump with any change to the shared training loop (batches, schedule, resampling): every SAE is refitted on resume.
+VERSION = 1
 
 
 def group_key(method: SAEMethod) -> tuple[Any, ...]:
@@ -145,14 +152,19 @@ class SAETraining:
         device = self.method.device
         self.sae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state = {}
-        for i, _ in enumerate(self.params):
+        for i, p in enumerate(self.params):
             keys = {k.split(".", 2)[2]: v.to(device) for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+            for key in ("exp_avg", "exp_avg_sq"):  # Adam would only fail at its next step, far from the cause
+                if key in keys and keys[key].shape != p.shape:
+                    raise ValueError(f"opt.{i}.{key} is {list(keys[key].shape)}, its parameter {list(p.shape)}")
             if keys:
                 keys["step"] = keys["step"].cpu()  # Adam keeps its step count on the CPU unless capturable
                 state[i] = keys
         sd = self.opt.state_dict()
         sd["state"] = state
         self.opt.load_state_dict(sd)
+        if tensors["since_fired"].shape != self.since_fired.shape:
+            raise ValueError(f"since_fired is {list(tensors['since_fired'].shape)}, not [{self.sae.d_dict}]")
         self.since_fired = tensors["since_fired"].to(device)
         self.first_loss = scalars["first_loss"]
         self.last = scalars["last"]
@@ -186,16 +198,18 @@ def _load(directory: Path, slots: list[SAETraining], identity: str) -> int:
         return 0
     try:
         meta = json.loads(path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"{STATE_FILE} is not a JSON object")
         if meta["identity"] != identity:
             raise BenchError(f"{directory} holds a checkpoint of other settings; delete it to start over")
         for i, slot in enumerate(slots):
             slot.restore(load_file(str(directory / meta["dir"] / f"sae-{i}.safetensors")), meta["slots"][i])
-    except BenchError:
+        return int(meta["step"])
+    except torch.cuda.OutOfMemoryError:  # a RuntimeError, but says nothing about the checkpoint
         raise
-    except Exception as e:  # noqa: BLE001 - a partial or corrupt checkpoint
-        raise BenchError(f"{directory}: cannot resume from checkpoint ({type(e).__name__}); delete it to start "
-                         "over") from None
-    return int(meta["step"])
+    except CORRUPT_CHECKPOINT as e:
+        detail = " ".join(f"{type(e).__name__}: {e}".split())[:300]  # load_state_dict's message spans lines
+        raise BenchError(f"{directory}: cannot resume from checkpoint ({detail}); delete it to start over") from None
 
 
 def train_saes(methods: list[SAEMethod], data: TrainingData, progress: ProgressFn | None = None,

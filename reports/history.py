@@ -23,7 +23,8 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.paths import cache_dir
-from bench.results import now
+from bench.io import fingerprint
+from bench.results import now, redact_record
 from reports.runs import Run, load_run
 
 ENV = "DECOMPBENCH_HISTORY"
@@ -70,19 +71,21 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def append(path: Path, run: Run) -> int:
-    """Add (or refresh) `run` in the history at `path`; returns its history id."""
+    """Add (or refresh) `run` in the history at `path`; returns its history id. URLs in what is stored have their
+    credentials redacted (`redact_record`): a judge's `--llm-base-url` may hold a password."""
+    config, env = redact_record(run.config), redact_record(run.env)
     with closing(_connect(path)) as db, db:
         db.execute(
             "INSERT INTO runs (source, name, git_commit, config_fingerprint, preset, config, env, started, appended) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET name=excluded.name, "
             "git_commit=excluded.git_commit, config_fingerprint=excluded.config_fingerprint, preset=excluded.preset, "
             "config=excluded.config, env=excluded.env, started=excluded.started, appended=excluded.appended",
-            (run.source, run.name, run.git_commit, run.config_fingerprint, run.config.get("preset"),
-             json.dumps(run.config, sort_keys=True), json.dumps(run.env, sort_keys=True), run.started, now()))
+            (run.source, run.name, run.git_commit, fingerprint(config), config.get("preset"),
+             json.dumps(config, sort_keys=True), json.dumps(env, sort_keys=True), run.started, now()))
         (run_id,) = db.execute("SELECT id FROM runs WHERE source = ?", (run.source,)).fetchone()
         rows = []
         for rec in run.records:
-            kept = json.dumps({k: rec.get(k) for k in _KEEP}, sort_keys=True)
+            kept = json.dumps(redact_record({k: rec.get(k) for k in _KEEP}), sort_keys=True)
             for name, m in rec.get("metrics", {}).items():
                 lo, hi = (m.get("interval") or (None, None))[:2]
                 rows.append((run_id, rec["model"], rec["hook"], rec.get("control") or "", rec["method"], rec["task"],

@@ -171,7 +171,7 @@ def autointerp_details(records: list[dict[str, Any]]) -> str:
 def run_page(run: Run, boards: list[Leaderboard], controls: list[ControlTable], chart_sets: list[list[Chart]]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in (run.env.get("versions") or {}).items() if v)
     meta = "".join(f"<tr><th class=\"name\">{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in (
-        ("source", run.source), ("started", run.started or "?"), ("git commit", run.git_commit or "?"),
+        ("source", run.display_source), ("started", run.started or "?"), ("git commit", run.git_commit or "?"),
         ("preset", run.config.get("preset", "?")), ("seed", run.config.get("seed", "?")),
         ("config fingerprint", run.config_fingerprint), ("versions", versions)))
     body = [f'<p><a href="index.html">← all runs</a></p><h1>Run <code>{escape(run.name)}</code></h1>',

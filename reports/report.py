@@ -44,7 +44,7 @@ def parse_formats(text: str) -> list[str]:
 def run_json(run: Run) -> dict[str, Any]:
     boards = run.boards
     controls = build_control_tables(run.records, run.method_order)
-    return {"run": {"name": run.name, "source": run.source, "history_id": run.history_id, "started": run.started,
+    return {"run": {"name": run.name, "source": run.display_source, "history_id": run.history_id, "started": run.started,
                     "git_commit": run.git_commit, "config_fingerprint": run.config_fingerprint,
                     "preset": run.config.get("preset"), "seed": run.config.get("seed"),
                     "versions": run.env.get("versions") or {}},
@@ -86,9 +86,11 @@ def csv_text(runs: list[Run]) -> str:
 
 
 def print_terminal(runs: list[Run], console) -> None:
+    from rich.markup import escape
+
     for run in runs:
         boards = run.boards
-        console.print(f"[bold]{run.name}[/] ({run.source})", highlight=False, markup=True)
+        console.print(f"[bold]{run.name}[/] ({escape(run.display_source)})", highlight=False, markup=True)
         for table in [*to_rich(boards), *controls_rich(build_control_tables(run.records, run.method_order))]:
             console.print(table)
 

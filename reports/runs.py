@@ -8,6 +8,7 @@ Reports, `compare` and the history all start from a `Run`, whichever of the two 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.io import fingerprint
-from bench.results import read_result
+from bench.results import SCHEMA, redact_record
 
 
 @dataclass
@@ -39,6 +40,15 @@ class Run:
         """A file-name-safe id, stable for a given source (an HTML page name)."""
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.name)[:60]
         return f"{safe}-{fingerprint(self.source, 6)}"
+
+    @property
+    def display_source(self) -> str:
+        """`source` as pages show it: relative to the directory the report is made in, so that a published report
+        does not carry the absolute path (home directory, user name); absolute where the two share only the
+        filesystem root (or are on different drives), where climbing out with ../../.. would read worse."""
+        if self.history_id is not None:
+            return self.source
+        return display_path(self.source)
 
     @property
     def git_commit(self) -> str | None:
@@ -77,18 +87,60 @@ def load_run(path: Path | str) -> Run:
     tasks = list(dict.fromkeys(c["task"] for b in board.get("boards", []) for c in b.get("columns", [])))
     methods = list(dict.fromkeys(row["method"] for b in board.get("boards", []) for row in b.get("rows", [])))
     task_rank, method_rank = ({x: i for i, x in enumerate(xs)} for xs in (tasks, methods))
-    records = sorted((r for p in files if (r := read_result(p)) is not None),
+    records = sorted((r for p in files if (r := _record(p, root)) is not None),
                      key=lambda r: (task_rank.get(r.get("task"), len(task_rank)),
                                     method_rank.get(r.get("method"), len(method_rank)), r.get("created", "")))
     if not records:
         raise BenchError(f"{root}: no result files under {root}/results; pass the --out of a finished "
                          "`python -m bench run`")
-    meta = _json(root / "config.json")
+    meta = redact_record(_json(root / "config.json"))  # a run made before redaction may hold a judge password
     config = meta.pop("config", None) or records[0].get("config", {})
     env = {k: meta.get(k, records[0].get(k)) for k in ("versions", "git_commit", "threads", "platform")}
     env["started"] = meta.get("started")
     order = [m.split("@")[0].split("[")[0] for m in methods]
     return Run(root.name, str(root.resolve()), config, env, records, list(dict.fromkeys(order)))
+
+
+# What every report reads from a record: identity strings, and metrics as name -> {"value", "higher_is_better"}.
+_REQUIRED = ("model", "hook", "method", "task", "metrics")
+
+
+def _record(path: Path, root: Path) -> dict[str, Any] | None:
+    """The record in `path`, redacted; None for another schema version (as `read_result`). A damaged file, or one
+    without a field every report needs, is a one-line error naming the file: left out, it would silently drop a
+    row from the tables."""
+    fix = f"delete it and rerun `python -m bench run` with --out {root} to recompute it"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BenchError(f"{path} is not a readable result file ({type(e).__name__}); {fix}") from None
+    if not isinstance(record, dict):
+        raise BenchError(f"{path} is not a result record (not a JSON object); {fix}")
+    if record.get("schema") != SCHEMA:
+        return None
+    for name in _REQUIRED:
+        if name not in record:
+            raise BenchError(f"{path}: the result record has no field {name!r}; {fix}")
+        if not isinstance(record[name], dict if name == "metrics" else str):
+            raise BenchError(f"{path}: the result record's field {name!r} is not a "
+                             f"{'JSON object' if name == 'metrics' else 'string'}; {fix}")
+    for metric, m in record["metrics"].items():
+        if not (isinstance(m, dict) and "value" in m and "higher_is_better" in m):
+            raise BenchError(f"{path}: metric {metric!r} lacks 'value' or 'higher_is_better'; {fix}")
+    return redact_record(record)
+
+
+def display_path(path: str | Path) -> str:
+    """`path` relative to the working directory, or absolute where they share nothing below the root."""
+    absolute = os.path.abspath(path)
+    cwd = os.getcwd()
+    try:
+        common = os.path.commonpath([absolute, cwd])
+    except ValueError:  # different drives (Windows)
+        return absolute
+    if common == os.path.dirname(common):  # only the root (or drive) in common
+        return absolute
+    return os.path.relpath(absolute, cwd)
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from bench.dictionary import Dictionary
+from bench.specs import check_fields
 from bench.stats import Evidence, IntervalInfo, interval
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class Metric:
 class TaskOutput:
     metrics: dict[str, Metric]
     details: dict[str, Any] = field(default_factory=dict)
+    # Why these numbers cannot stand as a finished result (e.g. the judge failed too many requests), or None. An
+    # incomplete output is not written: the run reports it and ends nonzero, and a rerun computes the row again.
+    incomplete: str | None = None
 
 
 @dataclass
@@ -104,7 +108,8 @@ class TaskContext:
 
 @dataclass
 class Task(abc.ABC):
-    """Base for every task. Subclasses are dataclasses whose fields are the task's settings."""
+    """Base for every task. Subclasses are dataclasses whose fields are the task's settings; a field declares its
+    range with `bench.specs.param` (or `positive`, `fraction`, `one_of`...), checked when the task is made."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -115,6 +120,11 @@ class Task(abc.ABC):
     topk_rows: ClassVar[bool] = True  # also score the top-k (matched-sparsity) variants of dense methods
     depends_on_model: ClassVar[bool] = True  # False: never reads the model or its activations (a control skips it)
     cross_seed: ClassVar[bool] = False  # compares a dictionary with its other seeds' (ctx.siblings): seeded methods only
+    # Bump with any change that moves a number: a resumed run recomputes what an older version stored.
+    version: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # types and ranges of every setting, before the run harvests anything
 
     def prepare(self, ctx: TaskContext) -> None:  # noqa: B027 - optional hook
         """Dictionary-independent work, done once per run before `evaluate` is called."""

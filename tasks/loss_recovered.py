@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.dictionary import Dictionary
+from bench.specs import positive
 from bench.stats import Evidence
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.sampling import coverage, split_genres, spread_contexts
@@ -35,8 +36,8 @@ Replace = Callable[[torch.Tensor], torch.Tensor]  # kept activations [n, d] -> r
 
 @dataclass
 class LossRecovered(Task):
-    n_contexts: int = 32
-    batch_size: int = 8
+    n_contexts: int = positive(32)
+    batch_size: int = positive(8)
 
     name = "loss_recovered"
     description = "cross-entropy with the reconstruction spliced in, against zero and mean ablation; KL to clean"

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bench.dictionary import Dictionary
+from bench.specs import positive
 from bench.stats import Evidence
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.sampling import coverage, split_genres
@@ -117,8 +118,8 @@ def reconstruction_metrics(dictionary: Dictionary, x: torch.Tensor, batch_size: 
 
 @dataclass
 class Reconstruction(Task):
-    max_tokens: int | None = None  # None: every kept token of the eval split; else a seeded subsample
-    batch_size: int = 4096
+    max_tokens: int | None = positive(None)  # None: every kept token of the eval split; else a seeded subsample
+    batch_size: int = positive(4096)
 
     name = "reconstruction"
     description = "FVU, MSE, cosine, L0 and dead fraction on held-out activations"

@@ -36,6 +36,7 @@ import torch
 from bench.dictionary import Dictionary
 from bench.errors import BenchError
 from bench.seeds import stream
+from bench.specs import param, positive
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.concept_erasure.concepts import number_concept, pronoun_concept
 from tasks.ioi.dataset import repeated_names
@@ -130,14 +131,14 @@ def token_set(ctx: TaskContext, concept: str, n_train: int, n_test: int) -> Prob
 
 @dataclass
 class SparseProbing(Task):
-    ks: tuple[int, ...] = (1, 2, 5, 20)
-    n_train_contexts: int = 512  # genre
-    n_eval_contexts: int = 256  # at most one per eval document
-    min_examples: int = 10  # a genre needs this many contexts on each side of each split to be probed
-    n_train_prompts: int = 160  # per token-level concept (half each label)
-    n_test_prompts: int = 80
-    concepts: tuple[str, ...] = ("genre", *TOKEN_CONCEPTS)
-    c: float = 1.0  # inverse L2 strength of the logistic regressions
+    ks: tuple[int, ...] = positive((1, 2, 5, 20))
+    n_train_contexts: int = positive(512)  # genre
+    n_eval_contexts: int = positive(256)  # at most one per eval document
+    min_examples: int = positive(10)  # a genre needs this many contexts on each side of each split to be probed
+    n_train_prompts: int = param(160, ge=4, even=True)  # per token-level concept (half each label)
+    n_test_prompts: int = param(80, ge=2, even=True)
+    concepts: tuple[str, ...] = param(("genre", *TOKEN_CONCEPTS), choices=("genre", *TOKEN_CONCEPTS))
+    c: float = positive(1.0)  # inverse L2 strength of the logistic regressions
 
     name = "sparse_probing"
     description = "probes for genre, pronoun, number and repeated names on each method's top-k features vs a dense probe"
@@ -145,10 +146,6 @@ class SparseProbing(Task):
     topk_rows = False  # the features are chosen per problem here, so the top-k variants add nothing
 
     def prepare(self, ctx: TaskContext) -> None:
-        unknown = set(self.concepts) - {"genre", *TOKEN_CONCEPTS}
-        if unknown:
-            raise BenchError(f"sparse_probing: unknown concept(s) {sorted(unknown)}; choose from genre, "
-                             f"{', '.join(TOKEN_CONCEPTS)}")
         self._sets: dict[str, ProbeSet] = {}
         for concept in self.concepts:
             if concept == "genre":

@@ -32,6 +32,7 @@ from scipy.optimize import linear_sum_assignment
 from bench.dictionary import Dictionary
 from bench.errors import BenchError
 from bench.seeds import rng
+from bench.specs import fraction
 from bench.stats import Evidence
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 
@@ -75,7 +76,7 @@ def random_directions(n: int, d: int, g: np.random.Generator) -> torch.Tensor:
 
 @dataclass
 class Stability(Task):
-    threshold: float = 0.7  # |cos| above which a matched pair counts as the same feature (Paulo & Belrose 2025)
+    threshold: float = fraction(0.7)  # |cos| above which a matched pair counts as the same feature (Paulo & Belrose 2025)
 
     name = "stability"
     description = "agreement of a method's directions across seeds (max |cos|, Hungarian-matched |cos|, shared share)"
@@ -85,6 +86,7 @@ class Stability(Task):
     cross_seed = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self._random: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}  # (n, d, seed) -> per-direction values
 
     def random_agreement(self, n: int, d: int, seed: int) -> dict[str, np.ndarray]:

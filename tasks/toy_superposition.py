@@ -30,6 +30,7 @@ import torch
 from bench.dictionary import Dictionary
 from bench.errors import BenchError
 from bench.seeds import stream
+from bench.specs import check_fields, fraction, non_negative, param, positive
 from bench.stats import Evidence
 from bench.store import ArraySplit
 from tasks.base import Metric, Task, TaskContext, TaskOutput
@@ -40,12 +41,15 @@ N_BLOCKS = 100  # units for the held-out synthetic samples
 
 @dataclass(frozen=True)
 class ToyData:
-    d: int = 256
-    n_features: int = 512
-    mean_active: float = 5.0
-    decay: float = 0.99
+    d: int = positive(256)
+    n_features: int = positive(512)
+    mean_active: float = positive(5.0)
+    decay: float = param(0.99, gt=0, le=1)
     correlated: bool = False
-    seed: int = 0
+    seed: int = non_negative(0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def features(self) -> torch.Tensor:
         """Ground truth `[n_features, d]`, unit rows.
@@ -108,11 +112,11 @@ SCALES = {"smoke": (20_000, 4_000), "fast": (60_000, 10_000), "paper": (1_000_00
 @dataclass
 class ToySuperposition(Task):
     data: ToyData = field(default_factory=ToyData)  # its seed is replaced by the run's seed
-    scale: str = "fast"  # smoke | fast | paper: sample counts, unless n_train / n_eval are given
-    n_train: int | None = None
-    n_eval: int | None = None
+    scale: str = param("fast", choices=tuple(SCALES))  # sample counts, unless n_train / n_eval are given
+    n_train: int | None = positive(None)
+    n_eval: int | None = positive(None)
     correlated: bool = False  # Gaussian-copula correlated features instead of independent ones
-    threshold: float = 0.9
+    threshold: float = fraction(0.9)
 
     name = "toy_superposition"
     description = "fit each method on synthetic data with planted features; MMCS and fraction recovered"
@@ -121,8 +125,6 @@ class ToySuperposition(Task):
     depends_on_model = False  # synthetic data only: a control model (--control) would score exactly the same
 
     def prepare(self, ctx: TaskContext) -> None:
-        if self.scale not in SCALES:
-            raise BenchError(f"toy_superposition: unknown scale {self.scale!r}; choose from {', '.join(SCALES)}")
         n_train, n_eval = SCALES[self.scale]
         self._data = replace(self.data, seed=ctx.seed, correlated=self.correlated or self.data.correlated)
         self._truth = self._data.features()

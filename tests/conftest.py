@@ -2,6 +2,9 @@
 
 The converted model lives in the normal cache (`DECOMPBENCH_CACHE` or ~/.cache/decompbench) so it is converted
 once per machine; activation stores made here go to a temporary directory.
+
+Tests marked `ci_required` (the browser test, the round trip through sae-lens) skip where their tool is missing,
+but under `DECOMPBENCH_CI=1` (set by .ci/run) such a skip is a failure: CI must run them, not pass without them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,21 @@ from bench.models import load_model, model_fingerprint  # noqa: E402
 from bench.store import ExclusionRule  # noqa: E402
 
 HOOK = "blocks.6.hook_resid_post"  # an early layer keeps the tests' forward passes short
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ci_required: skipped without its tool, but a failure under DECOMPBENCH_CI=1")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if (report.skipped and not hasattr(report, "wasxfail") and os.environ.get("DECOMPBENCH_CI") == "1"
+            and item.get_closest_marker("ci_required") is not None):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"DECOMPBENCH_CI=1 and this test must run in CI, but it skipped: {reason}"
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""autointerp: scores on cases whose answer is known by construction, excerpt sampling, prompts, controls, and the
-pipeline with a real in-process judge (the bundled SmolLM2; tiny sizes keep it fast)."""
+"""autointerp: scores on cases whose answer is known by construction, excerpt sampling, prompts, controls, the
+pipeline with a real in-process judge (the bundled SmolLM2; tiny sizes keep it fast), and a judge endpoint (a real
+local HTTP server) that stops answering."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tasks.autointerp.excerpts import Excerpt, Sizes, sample_examples
 from tasks.autointerp.pipeline import Feature, Scored, interpret
 from tasks.autointerp.prompts import clean_explanation, display, explain_request, render
 from tasks.autointerp.scoring import auroc, balanced_accuracy, best_threshold, correlation, feature_mean
+from tests.fake_judge import Answer, healthy, serving
 
 # --- scores ---------------------------------------------------------------------------------------------------
 
@@ -224,8 +226,9 @@ def test_pipeline_with_a_real_judge_then_the_rerun_is_free(smol, model, store, t
     judge = Judge(smol, ResponseCache(tmp_path / "replies.sqlite"))
     first, rare = interpret(features, tokens, strings, judge, sizes, seed=0)
     assert rare == 1 and len(first) == 2
+    assert judge.usage.failed == 0  # every request answered and usable (greedy: always the same answers)
     for s in first:
-        assert s.failed or (s.explanation and -1 <= s.simulation <= 1 and 0 <= s.detection_auroc <= 1)
+        assert s.explanation and -1 <= s.simulation <= 1 and 0 <= s.detection_auroc <= 1, s.to_json()
         assert len(s.examples["detection"]) == 2 and len(s.examples["simulation_excerpts"]) == 2
     spent = judge.usage.prompt_tokens
     assert spent > 0 and judge.usage.requests == 2 * 5
@@ -300,3 +303,70 @@ def test_metrics_are_means_over_features_with_the_dictionary_index_as_id(model, 
     few = task.evaluate(dictionary, ctx).metrics
     for m in few.values():
         assert m.interval is None and "too few" in m.interval_info.reason
+
+
+# --- a judge that stops answering: nothing is stored as finished ----------------------------------------------------
+
+
+def test_unanswered_threshold():
+    from tasks.autointerp.task import MAX_UNANSWERED, unanswered
+
+    def spent(n, bad):
+        return {"requests": n, "unanswered": bad}
+
+    assert MAX_UNANSWERED == 0.1
+    assert unanswered(spent(40, 0), "") is None
+    assert unanswered(spent(40, 4), "HTTP 500") is None  # a tenth is tolerated ...
+    assert unanswered(spent(40, 5), "HTTP 500") == "5 of 40 judge requests failed (HTTP 500)"  # ... more is not
+    assert unanswered(spent(40, 1), "HTTP 500", ["simulation"]) == (
+        "1 of 40 judge requests failed, leaving simulation undefined (HTTP 500)")  # few, but maybe why it is NaN
+    assert unanswered(spent(40, 0), "", ["simulation"]) is None  # malformed answers: the judge's, kept
+
+
+FAIL = Answer({"error": {"message": "overloaded"}}, 500, {"Retry-After": "0"})
+SMALL = dict(n_features=2, n_controls=1, window=8, n_explain=2, n_score_top=1, n_score_random=1, n_score_sampled=1)
+
+
+def _judge_at(url: str) -> Judge:
+    from bench.judge.openai_endpoint import OpenAIEndpoint
+
+    return Judge(OpenAIEndpoint(JudgeConfig(base_url=url, model="x", max_retries=1), backoff_s=0.0))
+
+
+def test_judge_that_answers_once_then_fails_stops_the_task(model, store):
+    from tasks.autointerp import AutoInterp
+    from tasks.base import TaskContext
+
+    with serving(lambda n, body: healthy(n, body) if n == 0 else FAIL) as server:
+        judge = _judge_at(server.url)
+        judge.backend.check()  # the one answered request, as a run starts
+        ctx = TaskContext(store, store.hook, lambda: model, seed=0, judge_loader=lambda: judge)
+        with pytest.raises(BenchError, match=rf"autointerp judge calibration: (\d+) of \1 judge requests failed "
+                                             rf"\(the judge at {server.url} answers HTTP 500 \(2 attempts\)\); nothing"):
+            AutoInterp(**SMALL).prepare(ctx)
+        assert judge.usage.unanswered > 0 and server.count == 1 + 2 * judge.usage.unanswered
+
+
+def test_a_row_the_judge_failed_is_incomplete(model, store):
+    import torch
+
+    from bench.dictionary import LinearDictionary
+    from tasks.autointerp import AutoInterp
+    from tasks.base import TaskContext
+
+    down = {"now": False}
+    with serving(lambda n, body: FAIL if down["now"] else healthy(n, body)) as server:
+        judge = _judge_at(server.url)
+        ctx = TaskContext(store, store.hook, lambda: model, seed=0, judge_loader=lambda: judge)
+        task = AutoInterp(**SMALL)
+        task.prepare(ctx)
+        d = store.train.d_model
+        dictionary = LinearDictionary.from_matrices(torch.eye(d), torch.eye(d), store.train.kept_activations().mean(0))
+        ok = task.evaluate(dictionary, ctx)
+        usage = ok.details["judge"]["usage"]
+        assert ok.incomplete is None and usage["requests"] == 2 * 5 and usage["failed"] == usage["unanswered"] == 0
+        assert all(np.isfinite(m.value) for m in ok.metrics.values()), ok.metrics
+        down["now"] = True
+        failed = task.evaluate(dictionary, ctx)
+        assert failed.incomplete == (f"2 of 2 judge requests failed (the judge at {server.url} answers HTTP 500 "
+                                     "(2 attempts))")  # two explanations failed: nothing else was asked

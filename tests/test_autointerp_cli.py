@@ -1,13 +1,16 @@
 """autointerp from the command line: offline with the in-process judge, and through a real llama.cpp server with
-the `openai` client, including a judge that goes away (nothing finished is lost; the rerun resumes)."""
+the `openai` client, including a judge that goes away (nothing finished is lost; the rerun resumes) and one that
+fails its requests (nothing it failed is stored; the rerun retries)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
+from tests.fake_judge import Answer, healthy, serving
 from tests.llama_server import free_port, llama_server, smollm2_gguf
 from tests.test_cli import assert_one_line_error, bench
 
@@ -34,6 +37,41 @@ def test_judge_flags_are_checked_before_any_work(tmp_path):
     assert "harvest" not in refused.stderr  # failed before any activations were read
 
 
+def _finite(record: dict, *names: str) -> bool:
+    return all(record["metrics"][n]["value"] is not None and math.isfinite(record["metrics"][n]["value"]) for n in names)
+
+
+def test_judge_outage_stores_nothing_and_the_rerun_retries(tmp_path):
+    """A judge that answers the run's check and its calibration, then only HTTP 500: the row is not stored, the
+    run says why and ends nonzero, what finished stays; against the judge back up, the rerun asks and stores."""
+    answered = 1 + 2 * 5  # the startup check, then calibration at TINY: 2 controls x (1 explanation + 4 excerpts)
+    state = {"down_from": answered}
+    fail = Answer({"error": {"message": "overloaded"}}, 500, {"Retry-After": "0"})  # no back-off: a fast test
+    out = tmp_path / "run"
+    with serving(lambda n, body: fail if n >= state["down_from"] else healthy(n, body)) as server:
+        args = ["run", "--preset", "smoke", "--methods", "pca", "--tasks", f"reconstruction,{TINY}", "--llm-base-url",
+                server.url, "--llm-model", "x", "--no-llm-cache", "--out", str(out)]
+        failed = bench(*args)
+        assert failed.returncode != 0 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+        assert (f"· pca: 1 of 1 judge requests failed (the judge at {server.url} answers HTTP 500 (6 attempts)); not "
+                "stored, rerun to retry") in failed.stderr, failed.stderr[-3000:]
+        assert f"judge {server.url} (model x): answers HTTP 500; retry 1 of 5" in failed.stderr  # said while waiting
+        assert server.count == answered + 6  # the row's explanation, six times; nothing else was asked
+        assert not _records(out)  # nothing stored for the row the judge failed ...
+        kept = _stamps(out)
+        assert any("__reconstruction" in name for name in kept)  # ... and what finished before it is kept
+
+        state["down_from"] = math.inf  # the judge is back
+        rerun = bench(*args)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert server.count > answered + 6
+    record = _records(out)["pca"]
+    usage = record["details"]["judge"]["usage"]
+    assert usage["requests"] == 5 and usage["failed"] == usage["unanswered"] == 0
+    assert _finite(record, "simulation", "detection_auroc", "detection_bal_acc")
+    assert {k: v for k, v in _stamps(out).items() if k in kept} == kept
+
+
 @pytest.mark.slow
 def test_offline_judge_end_to_end(tmp_path):
     out = tmp_path / "run"
@@ -43,6 +81,7 @@ def test_offline_judge_end_to_end(tmp_path):
     assert record["judge"] == {"backend": "llama.cpp", "model": "smollm2-135m"}
     details = record["details"]
     assert details["judge"]["simulation_mode"] == "all-at-once" and details["judge"]["usage"]["prompt_tokens"] > 0
+    assert details["judge"]["usage"]["failed"] == 0 and _finite(record, "simulation", "detection_auroc")
     assert details["n_sampled"] == 1 and details["n_features"] == details["n_dead"] + details["n_too_rare"] + (
         details["n_features"] - details["n_dead"] - details["n_too_rare"])
     feature = details["features"][0]
@@ -64,7 +103,9 @@ def test_llama_cpp_server_end_to_end_and_a_judge_that_goes_away(tmp_path):
     record = _records(out)["pca"]
     assert record["judge"] == {"backend": "openai", "model": str(gguf)}
     assert record["details"]["judge"]["simulation_mode"] == "generated"
-    assert record["details"]["judge"]["usage"]["requests"] > 0
+    usage = record["details"]["judge"]["usage"]
+    assert usage["requests"] > 0 and usage["unanswered"] == 0  # the server answered every request
+    assert _finite(record, "detection_auroc")
     done = _stamps(out)
 
     # the server is gone: finished work needs no judge and stays; new work fails in one line, losing nothing

@@ -103,7 +103,7 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
 
     # the same directory with other settings is refused rather than mixed or overwritten
     clash = bench("run", "--preset", "smoke", "--methods", "neurons", "--seed", "1", "--out", str(out))
-    assert_one_line_error(clash, "use a new --out")
+    assert_one_line_error(clash, "pass a new --out")
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
 
     # a fresh run with the same seed reproduces every number bit for bit
@@ -180,4 +180,4 @@ def test_sae_sweep_in_one_pass_then_export_and_benchmark_the_export(tmp_path):
 
     assert_one_line_error(bench("export", str(out / "nope"), str(tmp_path / "x")), "no fitted dictionary here")
     assert_one_line_error(bench("run", "--preset", "smoke", "--methods", f"pretrained:{tmp_path / 'nothing'}",
-                                "--tasks", "reconstruction", "--out", str(tmp_path / "p2")), "no SAELens SAE here")
+                                "--tasks", "reconstruction", "--out", str(tmp_path / "p2")), "no such directory")

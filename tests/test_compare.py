@@ -1,14 +1,20 @@
-"""`python -m bench compare`: exit 0 unchanged, 1 on a regression past tolerance (named), 2 on bad input (named)."""
+"""`python -m bench compare`: exit 0 unchanged, 1 on a regression past tolerance, a lost value or a missing result
+(named), 2 on bad input (named); and the committed tolerances, which must let the gate fail on every task."""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+import re
 
 import pytest
 
-from reports.compare import ABS_TOL, REL_TOL, compare, parse_tolerances
+from reports.compare import ABS_TOL, REL_TOL, UNIT_CAP, compare, method_key, parse_tolerances
 from reports.runs import load_run
 from tests.report_helpers import BASELINE, bench, copy_run, edit_result
+
+TASKS = sorted({json.loads(p.read_text())["task"] for p in (BASELINE / "results").glob("*.json")})
 
 
 def _set(metric: str, value):
@@ -59,17 +65,88 @@ def test_tolerance_override_and_a_lost_value(tmp_path):
     assert (lost["method"], lost["task"], lost["metric"]) == ("pca", "loss_recovered", "kl")
 
 
-def test_interval_sets_the_tolerance_and_noisy_metrics_get_the_committed_band():
-    baseline = load_run(BASELINE)
-    comparison = compare(baseline, baseline)
+def test_without_a_tolerance_file_the_interval_or_the_default_sets_the_tolerance(tmp_path):
+    run = copy_run(tmp_path / "bare")
+    (run / "tolerances.json").unlink()
+    comparison = compare(load_run(run), load_run(run))
     by = {(c.key[3], c.metric): c for c in comparison.changes}
-    auto = [c for c in comparison.changes if c.key[4] == "autointerp"]
-    assert auto and all(c.tolerance.source.startswith("tolerances.json") for c in auto)  # the committed judge band
-    with_interval = [c for c in comparison.changes if c.key[4] != "autointerp" and c.tolerance.source == "interval"]
-    for c in with_interval:  # only where the task reports an interval wider than the default
-        assert c.tolerance.value > max(ABS_TOL, REL_TOL * abs(c.baseline))
+    with_interval = [c for c in comparison.changes if c.tolerance.source == "interval"]
+    assert with_interval  # some tasks report intervals (the toy's MMCS, autointerp)
+    for c in comparison.changes:  # the interval only where it is wider than the default
+        default = max(ABS_TOL, REL_TOL * abs(c.baseline)) if c.baseline is not None else ABS_TOL
+        assert c.tolerance.value == pytest.approx(default) or (c.tolerance.source == "interval"
+                                                               and c.tolerance.value > default)
     assert by[("sae-topk", "reconstruction.fvu")].tolerance.source == "default"
     assert parse_tolerances(["a.b=5%"]) == {"a.b": "5%"}
+
+
+def _committed() -> dict:
+    return json.loads((BASELINE / "tolerances.json").read_text())
+
+
+def _label(c) -> str:
+    return re.sub(r"([][*?])", r"[\1]", f"{c.key[3]}:{c.metric}")
+
+
+def test_committed_tolerances_are_measured_per_metric():
+    """Every metric of the baseline with a finite value has its own measured entry (method:task.metric), never a
+    band over a whole task, and the file says how it was made."""
+    committed = _committed()
+    assert "seed" in committed["_why"] and "--write-tolerances" in committed["_why"]
+    assert not [k for k in committed if not k.startswith("_") and "*" in k]  # no catch-all bands
+    comparison = compare(load_run(BASELINE), load_run(BASELINE))
+    finite = [c for c in comparison.changes if c.baseline is not None and math.isfinite(c.baseline)]
+    covered = [c for c in finite if _label(c) in committed]
+    assert len(covered) >= 0.95 * len(finite), "refresh baselines/smoke/tolerances.json (docs/reports.md, CI)"
+    for c in covered:
+        assert c.tolerance.source == f"tolerances.json {_label(c)}" and c.tolerance.value == committed[_label(c)]
+        measured = committed["_measured"][_label(c)]
+        if measured.get("capped"):  # a [0, 1] metric whose smoke-size spread exceeds what could ever fail
+            assert c.tolerance.value == UNIT_CAP < max(2 * measured["seed_delta"], measured["half_width"])
+        else:
+            assert c.tolerance.value >= max(2 * measured["seed_delta"], measured["half_width"], ABS_TOL) - 1e-12
+
+
+def test_every_metric_degraded_by_twice_its_tolerance_is_a_regression():
+    """The acceptance criterion over all metrics at once (each metric's verdict depends on that metric alone):
+    degrade every finite metric of the baseline by 2 x its tolerance in its bad direction; every one is flagged."""
+    baseline = load_run(BASELINE)
+    tolerances = {c.key: c.tolerance.value for c in compare(baseline, baseline).changes}
+    worse = copy.deepcopy(baseline)
+    worse.source = "degraded copy"  # its own tolerances.json is never read: the baseline's is
+    n = 0
+    for r in worse.records:
+        for name, m in r["metrics"].items():
+            if m["value"] is not None and math.isfinite(m["value"]):
+                tol = tolerances[(r["model"], r["hook"], r.get("control") or "", method_key(r), r["task"], name)]
+                m["value"] += -2 * tol if m["higher_is_better"] else 2 * tol
+                n += 1
+    result = compare(baseline, worse)
+    assert n > 500 and len(result.regressions) == n
+    assert {c.key[4] for c in result.regressions} == set(TASKS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_one_metric_of_any_task_degraded_by_twice_its_committed_tolerance_fails(task, tmp_path):
+    """The committed baseline, one metric of `task` made worse by 2 x its entry in tolerances.json (the widest of the
+    task's tolerances: the hardest to catch), in a copy of the results: exit 1, naming it."""
+    committed = _committed()
+    comparison = compare(load_run(BASELINE), load_run(BASELINE))
+    candidates = [c for c in comparison.changes if c.key[4] == task and c.baseline is not None
+                  and math.isfinite(c.baseline) and _label(c) in committed]
+    assert candidates, task
+    c = max(candidates, key=lambda c: committed[_label(c)])
+    tol = committed[_label(c)]
+    worse = c.baseline - 2 * tol if c.higher_is_better else c.baseline + 2 * tol
+    current = copy_run(tmp_path / "current")
+    edit_result(current, c.label, task, _set(c.key[5], worse))
+    result = bench("compare", str(BASELINE), str(current))
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("REGRESSION")]
+    assert f"{c.label} · {c.metric}:" in line
+    # within its tolerance it passes
+    edit_result(current, c.label, task, _set(c.key[5], c.baseline + (-0.5 if c.higher_is_better else 0.5) * tol))
+    assert bench("compare", str(BASELINE), str(current)).returncode == 0
 
 
 @pytest.mark.parametrize("field, value", [("train_contexts", 7), ("preset", "default"),
@@ -88,13 +165,67 @@ def test_incomparable_configs_exit_2_naming_the_field(tmp_path, field, value):
     assert result.stderr.strip().startswith("error:") and f"'{field}'" in result.stderr, result.stderr
 
 
-def test_a_method_on_one_side_is_listed_not_an_error(tmp_path):
+def test_a_missing_result_or_metric_is_a_regression_unless_allowed(tmp_path):
     current = copy_run(tmp_path / "current")
-    for p in (current / "results").glob("*__kmeans__*.json"):
-        p.unlink()
+    (path,) = (current / "results").glob("*__kmeans__sparse_probing.json")
+    path.unlink()
+    result = bench("compare", str(BASELINE), str(current), "--format", "md")
+    assert result.returncode == 1, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("REGRESSION")]
+    assert line.startswith("REGRESSION kmeans · sparse_probing: missing in the current run"), line
+    assert "missing in the current run: kmeans · sparse_probing" in result.stdout
+    for pattern in ("kmeans:sparse_probing", "kmeans:*", "sparse_probing"):
+        allowed = bench("compare", str(BASELINE), str(current), "--allow-removed", pattern)
+        assert allowed.returncode == 0 and "REGRESSION" not in allowed.stderr, (pattern, allowed.stderr)
+    assert bench("compare", str(BASELINE), str(current), "--allow-removed", "pca:*").returncode == 1
+    # one metric gone from a result that is still there
+    path.write_text((BASELINE / "results" / path.name).read_text())
+    edit_result(current, "pca", "loss_recovered", lambda r: r["metrics"].pop("kl"))
+    result = bench("compare", str(BASELINE), str(current))
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("REGRESSION")]
+    assert line.startswith("REGRESSION pca · loss_recovered.kl: missing in the current run"), line
+    assert bench("compare", str(BASELINE), str(current), "--allow-removed", "pca:loss_recovered.kl").returncode == 0
+    assert bench("compare", str(BASELINE), str(current), "--allow-removed", "loss_recovered.*").returncode == 0
+    # a task that returns no metrics at all fails too
+    edit_result(current, "pca", "reconstruction", lambda r: r["metrics"].clear())
+    result = bench("compare", str(BASELINE), str(current), "--allow-removed", "pca:loss_recovered.kl")
+    assert result.returncode == 1 and "REGRESSION pca · reconstruction: missing" in result.stderr, result.stderr
+
+
+def test_dense_bases_at_a_new_matched_k_are_the_same_rows(tmp_path):
+    """`pca@top64` is the dense basis at the SAEs' L0, which another seed or an SAE change moves (`pca@top62`): the
+    same row, compared, not a missing one plus a new one."""
+    current = copy_run(tmp_path / "current")
+    renamed = 0
+    for path in (current / "results").glob("*@top64__*.json"):
+        record = json.loads(path.read_text())
+        record["method"], record["matched_k"] = record["method"].replace("@top64", "@top62"), 62
+        path.write_text(json.dumps(record))
+        renamed += 1
+    assert renamed >= 4
     result = bench("compare", str(BASELINE), str(current), "--format", "md")
     assert result.returncode == 0, result.stderr
-    assert "only in the baseline: kmeans · " in result.stdout
+    assert "matched k differs" in result.stdout and "pca@top64 → pca@top62" in result.stdout
+    edit_result(current, "pca@top62", "reconstruction", _set("fvu", 1.0))  # and its changes still count
+    result = bench("compare", str(BASELINE), str(current))
+    assert result.returncode == 1 and "REGRESSION pca@top64 · reconstruction.fvu" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_value_that_became_non_finite_is_a_regression(tmp_path, value):
+    """NaN, or ±inf whichever way is better (+inf would otherwise count as a huge improvement of a higher-is-better
+    metric): a finite baseline value that is non-finite now fails."""
+    current = copy_run(tmp_path / "current")
+    for method, task, metric in (("pca", "reconstruction", "cosine"), ("pca", "reconstruction", "fvu")):
+        path = edit_result(current, method, task, _set(metric, value))
+        result = bench("compare", str(BASELINE), str(current), "--format", "json")
+        assert result.returncode == 1, result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("REGRESSION")]
+        assert f"{method} · {task}.{metric}" in line and str(value) in line, line
+        (lost,) = [c for c in json.loads(result.stdout)["changes"] if c["status"] not in {"ok", "none"}]
+        assert lost["status"] == "lost" and lost["current"] is None  # JSON has no NaN / inf
+        path.write_text((BASELINE / "results" / path.name).read_text())
 
 
 def test_bad_input_is_exit_2(tmp_path):
@@ -116,16 +247,51 @@ def test_history_ids_compare_like_directories(tmp_path):
     assert result.returncode == 1 and "sae-topk" in result.stderr and "reconstruction.fvu" in result.stderr
 
 
+def _with_seed(run, seed: int):
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["seed"] = seed
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
 def test_seed_spread_becomes_committed_tolerances(tmp_path):
-    other = copy_run(tmp_path / "seed1")
+    other = _with_seed(copy_run(tmp_path / "seed1"), 1)
     fvu = _fvu(BASELINE)
-    edit_result(other, "sae-topk", "reconstruction", _set("fvu", fvu + 0.2))
+    cosine = _values_of(BASELINE, "sae-topk", "reconstruction")["cosine"]
+    edit_result(other, "sae-topk", "reconstruction", _set("fvu", fvu + 0.05))
+    edit_result(other, "sae-topk", "reconstruction", _set("cosine", cosine - 0.3))
     out = tmp_path / "tolerances.json"
     assert bench("compare", str(BASELINE), str(other), "--write-tolerances", str(out)).returncode == 0
-    assert json.loads(out.read_text()) == {"sae-topk:reconstruction.fvu": pytest.approx(0.4)}
+    written = json.loads(out.read_text())
+    # 2 x the spread where the seeds differ; elsewhere (no spread) the interval's half-width or the default
+    assert written["sae-topk:reconstruction.fvu"] == pytest.approx(0.1)
+    lo, hi = next(r for r in load_run(BASELINE).records if (r["method"], r["task"]) == ("sae-topk", "reconstruction"))[
+        "metrics"]["fvu"]["interval"] or (0.0, 0.0)
+    assert written["_measured"]["sae-topk:reconstruction.fvu"] == {"seed_delta": pytest.approx(0.05),
+                                                                   "half_width": pytest.approx((hi - lo) / 2, rel=1e-3)}
+    # a [0, 1] metric whose spread would give a band wider than could ever fail is capped, and says so
+    assert written["sae-topk:reconstruction.cosine"] == UNIT_CAP
+    assert written["_measured"]["sae-topk:reconstruction.cosine"]["capped"] is True
+    pca = _values_of(BASELINE, "pca", "reconstruction")["cosine"]
+    assert written["pca:reconstruction.cosine"] == pytest.approx(max(ABS_TOL, REL_TOL * pca), rel=1e-3)
+    kl = next(r for r in load_run(BASELINE).records if (r["method"], r["task"]) == ("sae-topk", "loss_recovered"))
+    lo, hi = kl["metrics"]["kl"]["interval"]
+    assert (hi - lo) / 2 > max(ABS_TOL, REL_TOL * kl["metrics"]["kl"]["value"])  # the interval is the widest here
+    assert written["sae-topk:loss_recovered.kl"] == pytest.approx((hi - lo) / 2, rel=1e-2)
+    assert written["sae-topk:loss_recovered.kl"] >= (hi - lo) / 2  # rounded up, never below what was measured
+    assert all(k.startswith("_") or re.fullmatch(r"[^*?]+:[^*?:]+\.[^*?]+", k) for k in written)  # literal labels
+    assert "(0, 1" in written["_why"]
     (other / "tolerances.json").write_text(out.read_text())
     edit_result(other, "sae-topk", "reconstruction", _set("fvu", fvu + 0.5))
     result = bench("compare", str(other), str(BASELINE), "--all", "--format", "json")  # fvu 0.5 better: fine
     (c,) = [c for c in json.loads(result.stdout)["changes"] if (c["method"], c["metric"]) == ("sae-topk", "fvu")
             and c["task"] == "reconstruction"]
-    assert c["tolerance"] == pytest.approx(0.4) and c["tolerance_source"].startswith("tolerances.json")
+    assert c["tolerance"] == pytest.approx(0.1) and c["tolerance_source"].startswith("tolerances.json")
+    # the spread of one seed against itself is no spread: refused
+    same = bench("compare", str(BASELINE), str(BASELINE), "--write-tolerances", str(out))
+    assert same.returncode == 2 and "different --seed" in same.stderr and "Traceback" not in same.stderr
+
+
+def _values_of(run_dir, method: str, task: str) -> dict:
+    record = next(r for r in load_run(run_dir).records if (r["method"], r["task"]) == (method, task))
+    return {k: m["value"] for k, m in record["metrics"].items()}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 from collections import Counter
 
 import pytest
@@ -63,3 +65,27 @@ def test_n_contexts_from_m_documents_span_min_n_m_documents(n):
     assert [row[0] for row in first.tolist()] == [1000 * i for i in range(min(n, m))]
     if n > m:  # the second round starts with document 0's second window
         assert ctx.tokens[m, 0] == 10 and ctx.doc[m] == 0
+
+
+def test_damaged_user_files_are_one_line_errors_naming_file_and_line(tmp_path):
+    good = json.dumps({"text": "hello there"}) + "\n"
+    cases = {
+        "binary.jsonl": (good.encode() + b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00\n", "line 2 is not UTF-8"),
+        "notgzip.jsonl.gz": (good.encode(), "compressed file is damaged"),
+        "truncated.jsonl.xz": (lzma.compress((good * 200).encode())[:-40], "compressed file is damaged"),
+    }
+    for name, (data, fragment) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(BenchError) as e:
+            load_corpus(str(tmp_path / name))
+        assert fragment in str(e.value) and name in str(e.value) and "\n" not in str(e.value), str(e.value)
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(BenchError, match="folder.jsonl: cannot read it"):
+        load_corpus(str(tmp_path / "folder.jsonl"))
+    (tmp_path / "fine.jsonl.gz").write_bytes(gzip.compress(good.encode()))
+    assert load_corpus(str(tmp_path / "fine.jsonl.gz"))[0].text == "hello there"
+
+
+def test_a_dataset_name_not_in_the_local_cache_is_a_one_line_error():
+    with pytest.raises(BenchError, match="not a file and not a Hugging Face dataset in the local cache|pip install datasets"):
+        load_corpus("decompbench-no-such-dataset")

@@ -75,3 +75,48 @@ def test_report_site_plots_the_history(tmp_path):
     assert 'href="history.html"' in (out / "index.html").read_text()
     (run,) = json.loads((out / "report.json").read_text())["runs"]
     assert run["run"]["history_id"] == 2  # a history entry reports like a directory (without per-feature detail)
+
+
+SECRET_URL = "http://user:SECRET@judge.example:8080/v1?api_key=SECRET2&model=m"
+
+
+def _with_secret(record):
+    record["config"]["judge"]["base_url"] = SECRET_URL
+    record["judge"] = {"backend": "openai", "model": "m", "endpoint": SECRET_URL}
+    record["details"].setdefault("board_notes", []).append(f"judged at {SECRET_URL}")  # printed by every report
+
+
+def test_credentials_in_a_judge_url_reach_no_history_and_no_report(tmp_path):
+    """A run made with --llm-base-url http://user:SECRET@host/v1 (before records were redacted): neither the
+    history nor any report file holds the password, while the host stays to say which judge it was."""
+    import io
+
+    from rich.console import Console
+
+    from reports.report import write_report
+
+    run_dir = copy_run(tmp_path / "run")
+    edit_result(run_dir, "pca", "autointerp", _with_secret)
+    meta = json.loads((run_dir / "config.json").read_text())
+    meta["config"]["judge"]["base_url"] = SECRET_URL
+    (run_dir / "config.json").write_text(json.dumps(meta))
+    assert "SECRET" in (run_dir / "config.json").read_text()  # the case is planted
+
+    db = tmp_path / "h.sqlite"
+    run = load_run(run_dir)
+    unredacted = load_run(run_dir)  # as a Run built by other code could hold it: append redacts on its own
+    unredacted.config["judge"]["base_url"] = SECRET_URL
+    (rec,) = [r for r in unredacted.records if (r["method"], r["task"]) == ("pca", "autointerp")]
+    _with_secret(rec)
+    hist.append(db, unredacted)
+    stored = db.read_bytes()
+    assert b"SECRET" not in stored and b"judge.example:8080" in stored
+    terminal = io.StringIO()
+    out = tmp_path / "site"
+    write_report([run, hist.load(db, 1)], ["terminal", "md", "json", "csv", "html"], out, db,
+                 Console(file=terminal, width=200))
+    assert "SECRET" not in terminal.getvalue()
+    assert "judged at http://***:***@judge.example:8080/v1?api_key=***&model=m" in (out / "leaderboard.md").read_text()
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"SECRET" not in path.read_bytes(), path

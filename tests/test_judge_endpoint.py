@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 import traceback
 import urllib.request
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
@@ -30,118 +27,13 @@ from bench.judge.base import (
     RequestFailed,
     ResponseCache,
     Simulate,
+    redact_url,
 )
-from bench.judge.openai_endpoint import OpenAIEndpoint, _retry_after
+from bench.judge.openai_endpoint import NOTICE_EVERY_S, OpenAIEndpoint, _retry_after
+from tests.fake_judge import Answer, FakeJudgeServer, chat_reply
 from tests.llama_server import free_port, llama_server, smollm2_gguf
 
 MSG = (("system", "You judge features."), ("user", "Does this excerpt fire on cats? Answer yes or no."))
-
-
-@dataclass
-class Answer:
-    """What the scripted server does with one request."""
-
-    body: Any = None  # dict -> JSON; str/bytes -> sent as is
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0  # seconds to wait before answering (a slow server)
-
-
-def chat_reply(text: str | None, logprobs: list[tuple[str, dict[str, float]]] | None = None,
-               prompt_tokens: int = 11, completion_tokens: int = 3) -> dict:
-    """A chat completion as an OpenAI server sends it; `logprobs` is (token, {alternative: probability}) per token."""
-    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-    if logprobs is not None:
-        choice["logprobs"] = {"content": [
-            {"token": tok, "logprob": math.log(alts.get(tok, 0.5)), "bytes": None,
-             "top_logprobs": [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in alts.items()]}
-            for tok, alts in logprobs]}
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "judge-model",
-            "choices": [choice],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
-
-
-class FakeJudgeServer:
-    """A real HTTP server on 127.0.0.1: `POST /v1/chat/completions` answers `script(n, request_body)`.
-
-    It records each request's body and headers, and the most requests it had in flight at once.
-    """
-
-    def __init__(self, script: Callable[[int, dict], Answer]) -> None:
-        self.script = script
-        self.bodies: list[dict] = []
-        self.headers: list[dict[str, str]] = []  # lower-case names
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if self.path.rstrip("/") == "/v1/models":
-                    outer._send(self, Answer({"object": "list", "data": [{"id": "judge-model", "object": "model"}]}))
-                else:
-                    outer._send(self, Answer({"error": {"message": "not found"}}, 404))
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                if self.path != "/v1/chat/completions":
-                    outer._send(self, Answer({"error": {"message": "not found"}}, 404))
-                    return
-                body = json.loads(raw)
-                with outer._lock:
-                    n = len(outer.bodies)
-                    outer.bodies.append(body)
-                    outer.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    outer.in_flight += 1
-                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
-                try:
-                    answer = outer.script(n, body)
-                    time.sleep(answer.delay)
-                    outer._send(self, answer)
-                finally:
-                    with outer._lock:
-                        outer.in_flight -= 1
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a client that gave up (timeout) leaves a broken pipe behind: expected here
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    @property
-    def count(self) -> int:
-        return len(self.bodies)
-
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, answer: Answer) -> None:
-        body = answer.body
-        data = json.dumps(body).encode() if isinstance(body, (dict, list)) else (
-            body.encode() if isinstance(body, str) else (body or b""))
-        try:
-            handler.send_response(answer.status)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(data)))
-            for k, v in answer.headers.items():
-                handler.send_header(k, v)
-            handler.end_headers()
-            handler.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -216,6 +108,34 @@ def test_name_repr_and_placeholder_key(serve, monkeypatch) -> None:
     assert "sk-secret-123" not in repr(keyed) and "pw" not in repr(keyed) and "127.0.0.1:9/v1" in repr(keyed)
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1"),
+    ("http://user:SECRET@host:8080/v1", "http://***:***@host:8080/v1"),
+    ("https://SECRET@host/v1", "https://***@host/v1"),
+    ("http://u:p@ss:SECRET@host/v1/a@b", "http://***:***@host/v1/a@b"),  # userinfo ends at the authority's last @
+    ("https://host/v1?api_key=SECRET&api-version=2024-06-01", "https://host/v1?api_key=***&api-version=2024-06-01"),
+    ("https://host/v1?Token=SECRET;x=1#access_token=SECRET&y=2", "https://host/v1?Token=***;x=1#access_token=***&y=2"),
+    ("https://host/v1?key=&sig=SECRET&password=SECRET", "https://host/v1?key=&sig=***&password=***"),
+    ("http://u:SECRET@[::1/v1?secret=SECRET", "http://***:***@[::1/v1?secret=***"),  # unparsable, still redacted
+])
+def test_redact_url(url, shown) -> None:
+    assert redact_url(url) == shown
+    assert "SECRET" not in redact_url(url)
+
+
+def test_secrets_in_the_url_are_never_printed(serve, capsys) -> None:
+    server = serve(always(Answer({"error": {"message": "boom"}}, 500, {"Retry-After": "0"})))
+    url = server.url.replace("http://", "http://user:SECRET@")  # (the openai client cannot take a query here)
+    cfg = JudgeConfig(base_url=url, model="judge-model", max_retries=1)
+    backend = OpenAIEndpoint(cfg, backoff_s=0.01)
+    reply = Judge(backend).run(Generate(MSG))
+    assert not reply.ok and "HTTP 500" in reply.error and server.count == 2
+    shown = [repr(cfg), repr(backend), reply.error, backend.base_url, capsys.readouterr().err]
+    assert all("SECRET" not in text for text in shown), shown
+    assert server.url.removeprefix("http://") in repr(backend) and "***:***@" in repr(cfg)
+    assert cfg.identity() == {"backend": "openai", "model": "judge-model"}  # resume keys never hold the URL
+
+
 # -- unreachable, rate-limited, failing, slow ---------------------------------------------------------------------
 
 
@@ -240,13 +160,18 @@ def test_429_then_success(serve) -> None:
     assert server.count == 2
 
 
-def test_persistent_500_is_a_failed_sample(serve) -> None:
+def test_persistent_500_is_a_failed_sample(serve, capsys) -> None:
     server = serve(always(Answer({"error": {"message": "boom"}}, 500)))
     judge = Judge(endpoint(server.url, max_retries=2))
     reply = judge.run(Generate(MSG))
-    assert not reply.ok and "HTTP 500" in reply.error
+    assert not reply.ok and "HTTP 500" in reply.error and reply.unanswered
     assert server.count == 3
-    assert judge.usage.failed == 1 and judge.usage.requests == 1
+    assert judge.usage.failed == judge.usage.unanswered == judge.usage.requests == 1
+    assert "HTTP 500" in judge.last_error
+    # quick failures are said on stderr, but not once per retry: one line per NOTICE_EVERY_S
+    err = capsys.readouterr().err.splitlines()
+    assert NOTICE_EVERY_S >= 5 and len(err) == 1, err
+    assert err[0].startswith(f"judge {server.url} (model judge-model): answers HTTP 500; retry 1 of 2 in ")
 
 
 def test_500_at_check_is_unavailable(serve) -> None:
@@ -263,11 +188,24 @@ def test_timeout_once_then_success(serve) -> None:
     assert server.count == 2
 
 
-def test_always_timeout_is_a_failed_sample(serve) -> None:
+def test_always_timeout_is_a_failed_sample_and_each_wait_is_said(serve, capsys) -> None:
     server = serve(always(Answer(chat_reply("late"), delay=1.0)))
     reply = Judge(endpoint(server.url, timeout_s=0.3, max_retries=2)).run(Generate(MSG))
-    assert not reply.ok and "did not answer within 0.3 s" in reply.error
+    assert not reply.ok and "did not answer within 0.3 s" in reply.error and reply.unanswered
     assert server.count == 3
+    # a hanging judge is not silent: every timeout says what the run waits on (with the default 120 s timeout,
+    # six attempts would otherwise be 12 minutes without a word)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    for i, line in enumerate(err, 1):
+        assert line.startswith(f"judge {server.url} (model judge-model): no reply within 0.3 s; retry {i} of 2 in ")
+
+
+def test_malformed_reply_is_failed_but_answered(serve) -> None:
+    server = serve(always(Answer(chat_reply("Maybe"))))
+    judge = Judge(endpoint(server.url))
+    assert not judge.run(Choice(MSG)).ok
+    assert (judge.usage.failed, judge.usage.unanswered) == (1, 0)  # the judge's answer: a rerun would repeat it
 
 
 # -- replies that are not what was asked for ---------------------------------------------------------------------
@@ -440,17 +378,14 @@ def test_real_llama_cpp_server() -> None:
         raw = backend.complete([("user", "Is the sky blue? Answer yes or no.")], 1, logprobs=20)
         assert len(raw.tokens) == 1 and len(raw.top_logprobs[0]) > 1  # the server returned top log-probabilities
         choice = judge.run(Choice((("user", "Is the sky blue? Answer yes or no."),)))
-        if choice.ok:
-            assert 0.0 <= choice.value <= 1.0
-        else:
-            assert "none of yes/no" in choice.error
+        assert choice.ok and 0.0 < choice.value < 1.0, choice  # yes and no both among the top 20 (greedy: fixed)
 
-        tokens = ("The", " cat", " sat", " down")
-        prompt = ("For each token below, write the token, a tab, and a digit 0-9 for how much it is about animals, "
-                  "one line per token.\n" + "\n".join(tokens))
-        sim = judge.run(Simulate((("user", prompt),), tokens))
-        if sim.ok:
-            assert len(sim.value) == 4 and all(0.0 <= v <= 9.0 for v in sim.value)
-        else:
-            assert sim.error
-        assert judge.usage.requests == 3 and judge.usage.failed == (not choice.ok) + (not sim.ok)
+        # A 135M model does not rate tokens reliably, but it copies a reply it was shown (greedy, so always):
+        # the simulation path parses the lines and takes each digit's expectation from the log-probabilities.
+        answer = "The\t0\ncat\t9\nsat\t0\ndown\t0"
+        shown = (("system", "You copy text exactly."), ("user", answer), ("assistant", answer), ("user", answer))
+        sim = judge.run(Simulate(shown, ("The", "cat", "sat", "down")))
+        assert sim.ok, sim.error
+        assert sim.value[1] > 8 and max(sim.value[0], sim.value[2], sim.value[3]) < 1.5, sim.value
+        assert any(v != round(v) for v in sim.value), sim.value  # expectations over digits, not the digits read
+        assert judge.usage.requests == 3 and judge.usage.failed == 0

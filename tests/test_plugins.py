@@ -56,3 +56,31 @@ def test_plugin_method_reaches_the_leaderboard(site, tmp_path):
     rows = json.loads((out / "leaderboard.json").read_text())["boards"][0]["rows"]
     assert "centred-neurons" in {r["method"] for r in rows}
     assert "centred-neurons" in result.stdout
+
+
+def test_only_plugins_that_cannot_load_are_skipped_and_a_plugin_bug_surfaces(tmp_path, monkeypatch, capsys):
+    """Real entry points (a .dist-info on sys.path) in a group of their own, loaded in process."""
+    from bench.plugins import load_plugins
+    from methods.base import Method
+
+    group = "decompbench.test-plugins"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "plugin_wrong_kind.py").write_text("class NotAMethod:\n    name = 'x'\n")
+    (site / "plugin_syntax.py").write_text("def broken(:\n")
+    (site / "plugin_bug.py").write_text("raise RuntimeError('a bug in the plugin')\n")
+    for name, target in (("missing-module", "plugin_nowhere:M"), ("missing-attribute", "plugin_wrong_kind:Absent"),
+                         ("wrong-kind", "plugin_wrong_kind:NotAMethod"), ("syntax", "plugin_syntax:M")):
+        _dist(site, f"pkg-{name}", f"[{group}]\n{name} = {target}\n")
+    monkeypatch.syspath_prepend(str(site))
+    registry: dict[str, type] = {}
+    load_plugins(group, Method, registry, {})
+    assert registry == {}
+    warnings = capsys.readouterr().err.splitlines()
+    assert sorted(w.split("'")[1] for w in warnings) == ["missing-attribute", "missing-module", "syntax", "wrong-kind"]
+    assert all(w.startswith("warning: skipped plugin") for w in warnings)
+    assert any("ModuleNotFoundError" in w for w in warnings) and any("AttributeError" in w for w in warnings)
+
+    _dist(site, "pkg-bug", f"[{group}]\nbug = plugin_bug:M\n")
+    with pytest.raises(RuntimeError, match="a bug in the plugin"):  # not a warning: the plugin's code is at fault
+        load_plugins(group, Method, {}, {})

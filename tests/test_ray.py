@@ -58,7 +58,8 @@ def test_ray_gives_the_local_result_files(cluster, local_run, tmp_path):
     local, remote = comparable(local_run), comparable(out)
     assert len(local) == 6 and local == remote  # 3 rows (pca, pca@topK, sae-relu) x 2 tasks, number for number
     units = json.loads((out / "units.json").read_text())["units"]
-    assert {u["kind"] for u in units} == {"HarvestUnit", "FitUnit", "MatchedKUnit", "EvalUnit"}
+    assert {u["kind"] for u in units} == {"harvest", "fit", "matched_k", "evaluate"}
+    assert all(u["wall_s"] > 0 and u["cpu_s"] > 0 and u["peak_rss_mb"] > 100 for u in units)  # measured in the worker
     assert all(u["status"] == "ok" for u in units) and len({u["pid"] for u in units}) >= 2  # really spread out
     assert (out / "leaderboard.md").read_text() == (local_run / "leaderboard.md").read_text()
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
 
+from bench.errors import BenchError
 from reports.html import highlighted
 from reports.leaderboard import build_leaderboards, to_markdown
 from reports.plots import Chart, Point, Series, svg
 from reports.report import run_json, schema
-from reports.runs import load_run
-from tests.report_helpers import BASELINE, ONERROR, PAYLOAD, bench, copy_run, edit_result, inject
+from reports.runs import display_path, load_run
+from tests.report_helpers import BASELINE, ONERROR, PAYLOAD, ROOT, bench, copy_run, edit_result, inject
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,53 @@ def test_report_errors_are_one_line(tmp_path):
 def test_terminal_format_prints_the_tables():
     result = bench("report", "--results", str(BASELINE))
     assert result.returncode == 0 and "sae-topk" in result.stdout and "FVU" in result.stdout, result.stderr
+
+
+def test_pages_show_the_results_directory_relative_to_where_report_ran(tmp_path):
+    work = tmp_path / "work"
+    run = copy_run(work / "runs" / "smoke")
+    result = subprocess.run([sys.executable, "-m", "bench", "report", "--results", "runs/smoke", "--format",
+                             "html,json,terminal", "--out", "site", "--history", "none.sqlite"],
+                            cwd=work, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    (page,) = (work / "site").glob("run-*.html")
+    html = page.read_text()
+    assert '<th class="name">source</th><td>runs/smoke</td>' in html
+    assert str(tmp_path) not in html and str(tmp_path) not in result.stdout
+    assert "(runs/smoke)" in result.stdout
+    assert json.loads((work / "site" / "report.json").read_text())["runs"][0]["run"]["source"] == "runs/smoke"
+    assert load_run(run).source == str(run.resolve())  # the run's identity (history key) stays absolute
+
+
+def test_display_path_relative_below_a_shared_directory_absolute_across_the_root(tmp_path, monkeypatch):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    assert display_path(tmp_path / "runs" / "x") == "../../runs/x"
+    assert display_path(tmp_path / "a" / "b") == "."
+    monkeypatch.chdir("/proc")  # shares only "/" with tmp_path: ../../tmp/... would read worse than the path
+    assert display_path(tmp_path / "runs" / "x") == str(tmp_path / "runs" / "x")
+
+
+@pytest.mark.parametrize("field", ["metrics", "method"])
+def test_a_record_missing_a_field_is_a_one_line_error_naming_file_and_field(tmp_path, field):
+    run = copy_run(tmp_path / "smoke")
+    path = edit_result(run, "pca", "reconstruction", lambda r: r.pop(field))
+    result = bench("report", "--results", str(run))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert str(path.name) in result.stderr and f"no field '{field}'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_damaged_result_files_are_errors_not_silently_missing_rows(tmp_path):
+    run = copy_run(tmp_path / "smoke")
+    path = edit_result(run, "pca", "reconstruction", lambda r: r["metrics"]["fvu"].pop("value"))
+    with pytest.raises(BenchError, match="metric 'fvu' lacks 'value'"):
+        load_run(run)
+    for data in (b"\x89PNG\r\n\x1a\n\xff", b'{"schema": "decompbench.result/1", "model": '):
+        path.write_bytes(data)
+        with pytest.raises(BenchError, match=f"{path.name} is not a readable result file .*delete it and rerun"):
+            load_run(run)
+    path.write_text("[1, 2]")
+    with pytest.raises(BenchError, match="not a JSON object"):
+        load_run(run)

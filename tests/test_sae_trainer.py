@@ -76,3 +76,63 @@ def test_checkpoint_of_other_settings_is_refused(store, tmp_path):
         train_saes([SAETopK(k=4, **SMALL)], store.train, stop, ckpt)
     with pytest.raises(BenchError, match="other settings"):
         train_saes([SAETopK(k=5, **SMALL)], store.train, None, ckpt)
+
+
+# --- a corrupt checkpoint is a one-line error; anything else surfaces as itself ------------------------------------
+def _interrupted_checkpoint(tmp_path):
+    """A real checkpoint of a killed training on small random data (step 5 of 31), and how to resume it."""
+    from bench.store import ArraySplit
+
+    data = ArraySplit(torch.randn(2000, 16, generator=torch.Generator().manual_seed(0)))
+    ckpt = Checkpointing(tmp_path / "ckpt", every_steps=5)
+
+    def stop(done: int, total: int) -> None:
+        if done == 7:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_saes([SAETopK(k=4, **SMALL)], data, stop, ckpt)
+    return ckpt.directory / "step-5" / "sae-0.safetensors", lambda: train_saes([SAETopK(k=4, **SMALL)], data, None,
+                                                                               ckpt)
+
+
+def test_truncated_checkpoint_is_a_one_line_error(tmp_path):
+    path, resume = _interrupted_checkpoint(tmp_path)
+    path.write_bytes(path.read_bytes()[:-64])
+    with pytest.raises(BenchError, match=r"cannot resume from checkpoint \(SafetensorError.*delete it") as e:
+        resume()
+    assert "\n" not in str(e.value)
+
+
+def test_checkpoint_with_a_wrong_shape_is_a_one_line_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path, resume = _interrupted_checkpoint(tmp_path)
+    tensors = load_file(str(path))
+    save_file({**tensors, "model.W_dec": tensors["model.W_dec"][:, :-1].contiguous()}, str(path))
+    with pytest.raises(BenchError, match=r"cannot resume from checkpoint \(RuntimeError: .*size mismatch") as e:
+        resume()
+    assert "\n" not in str(e.value)
+    moments = [k for k in tensors if k.endswith(".exp_avg")]  # Adam's state, which torch does not check itself
+    save_file({**tensors, moments[0]: tensors[moments[0]][:1].contiguous()}, str(path))
+    with pytest.raises(BenchError, match=r"ValueError: opt\.\d\.exp_avg is \["):
+        resume()
+    (path.parents[1] / "trainer.json").write_text("{")
+    with pytest.raises(BenchError, match="JSONDecodeError"):
+        resume()
+
+
+def test_a_bug_while_resuming_is_not_reported_as_a_corrupt_checkpoint(tmp_path, monkeypatch):
+    from methods.trainer import SAETraining
+
+    _, resume = _interrupted_checkpoint(tmp_path)
+
+    def broken(self, tensors, scalars):
+        raise torch.OutOfMemoryError("CUDA out of memory")  # a RuntimeError, like a shape mismatch
+
+    monkeypatch.setattr(SAETraining, "restore", broken)
+    with pytest.raises(torch.OutOfMemoryError):
+        resume()
+    monkeypatch.setattr(SAETraining, "restore", lambda self, tensors, scalars: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        resume()

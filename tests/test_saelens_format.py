@@ -103,6 +103,7 @@ def test_pretrained_method_checks_width_and_hook(tmp_path):
         methods.build_method(f"pretrained:{tmp_path / 'sae'}").fit(ArraySplit(x[:, :8]))
 
 
+@pytest.mark.ci_required  # .ci/run makes the side venv; there a skip is a failure (tests/conftest.py)
 @pytest.mark.skipif(_saelens_python() is None, reason="sae-lens not installed (set DECOMPBENCH_SAELENS_PYTHON to "
                                                       "the python of a venv that has it)")
 @pytest.mark.parametrize("spec", VARIANTS)
@@ -119,3 +120,77 @@ def test_saelens_loads_our_export_with_the_same_outputs(spec, tmp_path):
         codes = sae.encode(x)
         assert np.allclose(theirs["codes"], codes.numpy(), atol=1e-5)
         assert np.allclose(theirs["recon"], sae.decode(codes).numpy(), atol=1e-5)
+
+
+# --- preflight and corruption: one-line errors before any harvest, and only for what corruption raises ----------
+def _export(tmp_path, spec: str = "sae-topk[k=5]") -> Path:
+    sae, _ = _random_sae(spec)
+    return to_saelens(sae, tmp_path / "sae")
+
+
+def _rewrite_cfg(directory: Path, **changes) -> None:
+    cfg = json.loads((directory / "cfg.json").read_text())
+    (directory / "cfg.json").write_text(json.dumps({**cfg, **changes}))
+
+
+def _preflight_error(path) -> str:
+    method = methods.build_method(f"pretrained:{path}")  # building reads nothing: a missing path is fine here
+    with pytest.raises(BenchError) as e:
+        method.preflight()
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_preflight_passes_a_good_export_and_refuses_a_missing_directory(tmp_path):
+    methods.build_method(f"pretrained:{_export(tmp_path)}").preflight()
+    assert "no such directory" in _preflight_error(tmp_path / "does-not-exist")
+    assert "no SAELens SAE here" in _preflight_error(tmp_path)
+    with pytest.raises(BenchError, match="needs a directory"):
+        methods.build_method("pretrained").preflight()
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    (dict(k=-3), "k=-3 must be a positive integer"),
+    (dict(k=2.5), "k=2.5 must be a positive integer"),
+    (dict(k=None), "k=None must be a positive integer"),
+    (dict(d_in="16"), "d_in='16' must be a positive integer"),
+    (dict(architecture="topk_v2"), "architecture 'topk_v2' is not supported"),
+    (dict(d_sae=41), "W_enc is [16, 40], d_in=16 and d_sae=41 make it [16, 41]"),
+])
+def test_preflight_refuses_a_bad_config(tmp_path, changes, fragment):
+    directory = _export(tmp_path)
+    _rewrite_cfg(directory, **changes)
+    assert fragment in _preflight_error(directory)
+    with pytest.raises(BenchError, match="must be a positive integer|not supported|does not match"):
+        from_saelens(directory)  # loading checks the same
+
+
+def test_corrupt_files_are_one_line_errors_found_by_preflight(tmp_path):
+    directory = _export(tmp_path)
+    weights = directory / "sae_weights.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-100])  # a download cut short
+    assert "unreadable" in _preflight_error(directory)
+    with pytest.raises(BenchError, match="unreadable"):
+        from_saelens(directory)
+    from safetensors.torch import load_file, save_file
+
+    weights.write_bytes(good)
+    tensors = load_file(str(weights))
+    save_file({**tensors, "W_dec": torch.zeros(40, 15)}, str(weights))  # a wrong shape
+    assert "W_dec is [40, 15]" in _preflight_error(directory)
+    save_file({k: v for k, v in tensors.items() if k != "b_enc"}, str(weights))  # a missing tensor
+    assert "needs tensor 'b_enc'" in _preflight_error(directory)
+    (directory / "cfg.json").write_text('{"architecture": ')
+    assert "not valid JSON" in _preflight_error(directory)
+
+
+def test_a_bug_while_loading_is_not_reported_as_a_corrupt_file(tmp_path, monkeypatch):
+    directory = _export(tmp_path)
+
+    def broken(path):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr("methods.saelens_format.load_file", broken)
+    with pytest.raises(MemoryError):
+        from_saelens(directory)

@@ -13,7 +13,7 @@ from tasks.base import TaskContext
 from tasks.ioi.dataset import NAMES, repeated_names
 from tasks.probing import Scored, accuracy_evidence, auroc_evidence, fit_probe, probe, top_features
 from tasks.prompts import single_tokens
-from tasks.sparse_probing import SparseProbing, _pool
+from tasks.sparse_probing import ProbeSet, SparseProbing, _pool
 
 
 def test_top_features_finds_the_separating_feature():
@@ -80,6 +80,52 @@ def test_pool_means_each_examples_tokens():
     assert _pool(examples, lambda x: 2 * x).tolist() == [[4.0, 6.0], [10.0, 12.0]]
 
 
+def _planted_task(n_train: int = 200, n_test: int = 200, d: int = 4) -> tuple[SparseProbing, TaskContext]:
+    """Two one-token concepts known by construction, on d-dimensional activations (under the task's concept names):
+    `pronoun` is planted: dimension 0 is +1 for the positives and -1 for the negatives (noise 0.05), the other
+    dimensions are N(0, 1) noise that ignores the label; in `number` every example is the same vector, so nothing
+    can tell its classes apart."""
+    g = torch.Generator().manual_seed(0)
+    sets = {}
+    for concept in ("pronoun", "number"):
+        split = {}
+        for which, n in (("train", n_train), ("test", n_test)):
+            y = np.arange(n) % 2 == 1
+            if concept == "pronoun":
+                x = torch.randn(n, d, generator=g)
+                x[:, 0] = torch.from_numpy(np.where(y, 1.0, -1.0)).float() + 0.05 * torch.randn(n, generator=g)
+            else:
+                x = torch.ones(n, d)
+            split[which] = ([row[None] for row in x], y)
+        (train, y_train), (test, y_test) = split["train"], split["test"]
+        sets[concept] = ProbeSet(train, test, {concept: (y_train, y_test)}, [f"{concept}/{i}" for i in range(n_test)])
+    task = SparseProbing(ks=(1,), concepts=tuple(sets))
+    # what prepare() leaves, on these sets: the examples and the dense probes on the raw activations
+    task._sets = sets
+    task._dense = {c: {p: fit_probe(_pool(ps.train, lambda x: x), ys[0], _pool(ps.test, lambda x: x), ys[1], task.c)
+                       for p, ys in ps.problems.items()} for c, ps in sets.items()}
+    return task, TaskContext(store=None, hook="planted", model_loader=lambda: None)
+
+
+def test_planted_feature_gives_auroc_one_and_a_blind_dictionary_chance():
+    task, ctx = _planted_task()
+    eye = torch.eye(4)
+    m = {k: v.value for k, v in task.evaluate(LinearDictionary.from_matrices(eye, eye), ctx).metrics.items()}
+    # the identity dictionary has relu(x_0) and relu(-x_0) among its codes: one of them separates `pronoun` exactly
+    assert m["pronoun_auroc_k1"] == 1.0 and m["pronoun_dense_auroc"] == 1.0
+    # identical examples: every score ties, so AUROC and balanced accuracy are exactly chance
+    assert m["number_auroc_k1"] == 0.5 and m["number_dense_auroc"] == 0.5
+    # the headline numbers are means over the concepts: (1 + 1/2) / 2
+    assert m["auroc_k1"] == pytest.approx(0.75) and m["accuracy_k1"] == pytest.approx(0.75)
+    assert m["dense_auroc"] == pytest.approx(0.75)
+    # a dictionary blind to dimension 0 (its features read only the label-free noise): chance on `pronoun`, while
+    # the dense bar, which does not depend on the dictionary, stays at 1
+    blind = torch.eye(4)[1:]
+    b = {k: v.value for k, v in task.evaluate(LinearDictionary.from_matrices(blind, blind), ctx).metrics.items()}
+    assert abs(b["pronoun_auroc_k1"] - 0.5) < 0.1 and abs(b["accuracy_k1"] - 0.5) < 0.1
+    assert b["pronoun_dense_auroc"] == 1.0
+
+
 def test_repeated_names_differ_only_in_whether_the_name_was_said_before(model):
     bos = model.tokenizer.bos_token_id
     rn = repeated_names(12, model.tokenize, seed=3, bos=bos, pad=0)
@@ -118,11 +164,23 @@ def test_on_real_activations_all_codes_match_the_dense_probe(probed, store):
     assert set(task._sets) == {"genre", "pronoun", "number", "repeated_name"}
     assert len(task._sets["genre"].problems) >= 2
     m = {k: v.value for k, v in out.metrics.items()}
-    assert 0.0 <= m["auroc_k1"] <= 1.0 and 0.0 <= m["accuracy_k1"] <= 1.0
     for concept in task._sets:
         assert m[f"{concept}_auroc_k{2 * store.d_model}"] == pytest.approx(m[f"{concept}_dense_auroc"], abs=0.1)
     for concept in ("pronoun", "number", "repeated_name"):
         assert m[f"{concept}_dense_auroc"] > 0.75, concept
+
+
+def test_a_dictionary_that_reads_nothing_is_at_chance_on_real_data(probed, store):
+    """Codes that are all zero tie every test example: AUROC and balanced accuracy exactly 1/2 for every concept and
+    k, on the real task; the dense probe, which never sees the dictionary, is unchanged."""
+    task, ctx, out = probed
+    zero = torch.zeros(store.d_model, store.d_model)
+    blank = task.evaluate(LinearDictionary.from_matrices(zero, torch.eye(store.d_model)), ctx).metrics
+    for name, metric in blank.items():
+        if "dense" in name:
+            assert metric.value == out.metrics[name].value, name
+        else:
+            assert metric.value == pytest.approx(0.5, abs=1e-12), name
 
 
 def test_metrics_are_the_means_of_the_per_problem_scores_with_intervals(probed):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +126,50 @@ def test_nan_activations_are_a_one_line_error(model, docs, tmp_path):
     finally:
         with torch.no_grad():
             weight.copy_(saved)
+
+
+def _copy(store, tmp_path) -> Path:
+    """A copy of the session's real store, to damage."""
+    return Path(shutil.copytree(store.root, tmp_path / "store"))
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda s: ((s / "train" / "acts_00001.npy").unlink(), (s / "train" / "acts_00001.npy").mkdir()),
+     "Is a directory"),
+    (lambda s: (s / "eval" / "keep_00000.npy").write_bytes((s / "eval" / "keep_00000.npy").read_bytes()[:-7]),
+     "checksum mismatch"),  # truncated
+    (lambda s: (s / "train" / "doc_00002.npy").unlink(), "No such file"),
+])
+def test_damaged_shards_are_one_line_errors(store, tmp_path, damage, why):
+    root = _copy(store, tmp_path)
+    ActivationStore.open(root)  # the copy itself is fine
+    damage(root)
+    with pytest.raises(BenchError) as e:
+        ActivationStore.open(root)
+    message = str(e.value)
+    assert message.startswith("corrupt activation shard ") and why in message and "\n" not in message, message
+    assert message.endswith("clear it with `python -m bench clean-cache --activations` and rerun")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_unreadable_shard_is_a_one_line_error(store, tmp_path):
+    root = _copy(store, tmp_path)
+    (root / "train" / "acts_00000.npy").chmod(0)
+    with pytest.raises(BenchError, match="corrupt activation shard .*Permission denied.*clean-cache --activations"):
+        ActivationStore.open(root)
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda m: m.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff"), "UnicodeDecodeError"),
+    (lambda m: m.write_text("[1, 2]"), "not a JSON object"),
+    (lambda m: (m.unlink(), m.mkdir()), "IsADirectoryError"),
+    (lambda m: m.write_text(json.dumps({k: v for k, v in json.loads(m.read_text()).items() if k != "splits"})),
+     "KeyError"),
+    (lambda m: m.write_text(json.dumps({**json.loads(m.read_text()), "exclusion": {"rule": [1]}})), "TypeError"),
+])
+def test_damaged_manifest_is_a_one_line_error(store, tmp_path, damage, why):
+    root = _copy(store, tmp_path)
+    damage(root / "manifest.json")
+    with pytest.raises(BenchError) as e:
+        ActivationStore.open(root)
+    assert why in str(e.value) and "clean-cache --activations" in str(e.value) and "\n" not in str(e.value)

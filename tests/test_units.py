@@ -53,14 +53,21 @@ def test_k_is_fixed_or_not_needed_or_the_trained_sides(tmp_path):
 
 def test_finished_results_are_not_planned_and_foreign_ones_refused(tmp_path):
     from bench.results import write_result
-    from bench.units import resume_key
+    from bench.units import code_versions, resume_key
 
     cfg, plan = _plan(tmp_path, "pca,sae-relu", "reconstruction")
     side, (label, method), (_, task) = plan.side, plan.methods[0], plan.tasks[0]
-    write_result(side.result_path(label, "reconstruction"), {"resume_key": resume_key(cfg, side, method, None, task)})
+    key = resume_key(cfg, side, method, None, task)
+    write_result(side.result_path(label, "reconstruction"), {"resume_key": key, "code_versions": code_versions(method, task)})
     evals = plan_evals(cfg, plan, 5)
     assert [r.label for u in evals.units for r in u.rows] == ["sae-relu", "pca@top5"]
-    assert len(evals.done["reconstruction"]) == 1
+    assert len(evals.done["reconstruction"]) == 1 and not evals.notes
+    # the same settings from other code (or from before versions were recorded): recomputed, and said
+    for versions in ({**code_versions(method, task), "task": 0}, None):
+        write_result(side.result_path(label, "reconstruction"), {"resume_key": key, "code_versions": versions})
+        evals = plan_evals(cfg, plan, 5)
+        assert [r.label for u in evals.units for r in u.rows] == ["pca", "sae-relu", "pca@top5"]
+        assert evals.notes and "recomputing reconstruction · pca" in evals.notes[0]
     write_result(side.result_path(label, "reconstruction"), {"resume_key": "other"})
     with pytest.raises(BenchError, match="use a new --out"):
         plan_evals(cfg, plan, 5)

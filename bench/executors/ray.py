@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.errors import BenchError
-from bench.io import atomic_write_json
+from bench.profile import write_units
 from bench.paths import cache_dir
 from bench.units import EvalPlan, Grid, KUnknown, SidePlan, Unit, plan_evals
 
@@ -125,6 +125,8 @@ class _Schedule:
             if i in self.evals or (k := self.k_of(plan)) is self:
                 continue
             self.evals[i] = evals = plan_evals(self.grid.cfg, plan, k)
+            for note in evals.notes:
+                self.progress.console.print(escape(note), highlight=False)
             for unit in evals.units:  # in task order: a worker meets the rows of one task together
                 self.submit(unit, [plan.harvest, *(plan.fit_of(row.base) for row in unit.rows)])
 
@@ -170,11 +172,11 @@ class _Schedule:
             if unit in failed:
                 lines.append(f"{unit.name} (not run: needs {blocked[0].name})" if blocked
                              else f"{unit.name} ({outcome['error']})")
-            rows.append({"unit": unit.name, "kind": type(unit).__name__, "status": outcome["status"],
-                         **{k: outcome[k] for k in ("seconds", "host", "pid", "error") if k in outcome}})
+            profile = outcome.get("profile") or {"unit": unit.name, "kind": type(unit).__name__, "status": "failed"}
+            rows.append({**profile, **{k: outcome[k] for k in ("host", "pid", "error") if k in outcome}})
         left_out = sum(e.left_out for e in self.evals.values())
         if left_out:
             lines.append(f"{left_out} evaluations at matched k (k could not be measured)")
-        atomic_write_json(self.grid.out / "units.json", {"executor": "ray", "wall_seconds": wall, "units": rows})
+        write_units(self.grid.out, "ray", wall, rows)
         return lines
 

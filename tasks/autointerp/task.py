@@ -10,6 +10,11 @@ Per method: means over features with bootstrap 95% intervals over features (none
 `scoring.feature_mean`), and per-feature records (explanation, excerpts, judge answers). Before any method, the
 judge is calibrated (see `calibration.py`) and the result says how well it separates known from shuffled
 controls: weak judges are the rule on a CPU, and a score means little without it.
+
+A judge outage must not become a finished result: if more than `MAX_UNANSWERED` of a row's judge requests got no
+answer (HTTP errors or timeouts after every retry), or a metric is undefined while any went unanswered, the row
+is not stored (`TaskOutput.incomplete`) and a rerun retries it; the same limit on the calibration's requests stops
+the task before any row. Malformed answers do not count: they are the judge's answer, which a rerun would repeat.
 """
 
 from __future__ import annotations
@@ -23,24 +28,40 @@ import torch
 from bench.dictionary import Dictionary
 from bench.errors import BenchError
 from bench.seeds import rng
+from bench.specs import non_negative, positive
 from tasks.autointerp.calibration import calibrate, control_features
 from tasks.autointerp.excerpts import Sizes
 from tasks.autointerp.pipeline import Feature, Scored, interpret
 from tasks.autointerp.scoring import balanced_accuracy, feature_mean, finite_or_none
 from tasks.base import Task, TaskContext, TaskOutput
 
+# More than this fraction of a row's requests unanswered is an outage, not noise: the row is not stored. A request
+# counts as unanswered only after all its retries, so even one is rare; up to 10% tolerates a few prompts a server
+# refuses for good (e.g. HTTP 400, too long) without dropping more than a tenth of the samples behind a mean.
+MAX_UNANSWERED = 0.1
+
+
+def unanswered(spent: dict[str, int], last_error: str, undefined: list[str] | None = None) -> str | None:
+    """Why results that cost judge usage `spent` (a `Usage` difference) cannot be kept, or None: too many requests
+    unanswered, or any while metrics came out `undefined` (NaN; the failures may be why)."""
+    n, bad = spent["requests"], spent["unanswered"]
+    if bad == 0 or (bad <= MAX_UNANSWERED * n and not undefined):
+        return None
+    left = f", leaving {', '.join(undefined)} undefined" if undefined and bad <= MAX_UNANSWERED * n else ""
+    return f"{bad} of {n} judge requests failed{left}" + (f" ({last_error})" if last_error else "")
+
 
 @dataclass
 class AutoInterp(Task):
-    n_features: int = 3  # per method, sampled among the features that fire in enough held-out contexts
-    window: int = 16  # tokens per excerpt (the paper: 64)
-    n_explain: int = 5  # top-activating excerpts the explainer reads (the paper: 5)
-    n_score_top: int = 2  # held-out top-activating excerpts scored (the paper: 5)
-    n_score_random: int = 2  # random excerpts: detection's negatives
-    n_score_sampled: int = 2  # random excerpts where the feature fires: simulation's other half (the paper: 5)
-    n_controls: int = 3  # known-meaning controls, each with a shuffled twin, to calibrate the judge
-    n_contexts: int | None = None  # held-out contexts read (None: the whole eval split)
-    encode_batch: int = 16  # contexts encoded at once
+    n_features: int = positive(3)  # per method, sampled among the features that fire in enough held-out contexts
+    window: int = positive(16)  # tokens per excerpt (the paper: 64)
+    n_explain: int = positive(5)  # top-activating excerpts the explainer reads (the paper: 5)
+    n_score_top: int = positive(2)  # held-out top-activating excerpts scored (the paper: 5)
+    n_score_random: int = positive(2)  # random excerpts: detection's negatives
+    n_score_sampled: int = non_negative(2)  # random excerpts where the feature fires: simulation's other half (the paper: 5)
+    n_controls: int = positive(3)  # known-meaning controls, each with a shuffled twin, to calibrate the judge
+    n_contexts: int | None = positive(None)  # held-out contexts read (None: the whole eval split)
+    encode_batch: int = positive(16)  # contexts encoded at once
 
     name = "autointerp"
     description = "explain features with an LLM judge, score by simulation and detection; judge calibrated on controls"
@@ -66,9 +87,13 @@ class AutoInterp(Task):
         judge = ctx.judge
         before = asdict(judge.usage)
         scored, _ = interpret(known + shuffled, self._tokens, self._strings, judge, self.sizes, ctx.seed, ctx.progress)
+        spent = _spent(before, asdict(judge.usage))
+        if why := unanswered(spent, judge.last_error):  # every row would be scored against a broken calibration
+            raise BenchError(f"autointerp judge calibration: {why}; nothing stored, rerun to retry once the judge "
+                             "answers")
         self._calibration = calibrate(scored[: len(known)], scored[len(known):])
         self._calibration["controls"] = [s.to_json() for s in scored]
-        self._calibration["usage"] = _spent(before, asdict(judge.usage))
+        self._calibration["usage"] = spent
 
     def features(self, dictionary: Dictionary, ctx: TaskContext) -> tuple[list[Feature], dict[str, int]]:
         """Seeded sample of features that fire in enough held-out contexts, with counts of dead and rare ones."""
@@ -120,16 +145,18 @@ class AutoInterp(Task):
                 "features", ctx.seed),
         }
         cal = self._calibration
+        spent = _spent(before, asdict(judge.usage))
+        undefined = [name for name, m in metrics.items() if not np.isfinite(m.value)]
+        incomplete = unanswered(spent, judge.last_error, undefined)
         details = {
             **counts,
             "n_scored": sum(np.isfinite(s.simulation) or np.isfinite(s.detection_auroc) for s in scored),
-            "judge": {"name": judge.name, "simulation_mode": judge.simulation_mode,
-                      "usage": _spent(before, asdict(judge.usage))},
+            "judge": {"name": judge.name, "simulation_mode": judge.simulation_mode, "usage": spent},
             "calibration": cal,
             "features": [s.to_json() for s in scored],
             "board_notes": [_calibration_note(judge.name, judge.simulation_mode, cal)],
         }
-        return TaskOutput(metrics, details)
+        return TaskOutput(metrics, details, incomplete=incomplete)
 
 
 def _spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

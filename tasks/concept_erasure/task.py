@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from bench.dictionary import Dictionary
 from bench.seeds import rng, stream
+from bench.specs import param, positive
 from bench.stats import Evidence, interval
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.concept_erasure.concepts import GENRES, PromptConcept, genre_contexts, number_concept, pronoun_concept
@@ -137,13 +138,13 @@ def interval_json(ev: Evidence, seed: int) -> dict[str, Any]:
 
 @dataclass
 class ConceptErasure(Task):
-    ks: tuple[int, ...] = (2, 8, 32)
-    n_train: int = 64  # prompts per prompt concept (half each label), genre: contexts per class
-    n_test: int = 24
-    n_genre_train: int = 24  # contexts per genre
-    n_genre_test: int = 12
-    n_damage_contexts: int = 8  # unrelated eval contexts (one per document) for KL / CE damage; >= 5 for intervals
-    c: float = 1.0  # inverse L2 strength of the probes
+    ks: tuple[int, ...] = positive((2, 8, 32))
+    n_train: int = param(64, ge=4, even=True)  # prompts per prompt concept (half each label), genre: contexts per class
+    n_test: int = param(24, ge=2, even=True)
+    n_genre_train: int = positive(24)  # contexts per genre
+    n_genre_test: int = positive(12)
+    n_damage_contexts: int = positive(8)  # unrelated eval contexts (one per document) for KL / CE damage; >= 5 for intervals
+    c: float = positive(1.0)  # inverse L2 strength of the probes
 
     name = "concept_erasure"
     description = "ablate the k features most tied to a concept: retrained-probe accuracy, behaviour, damage; vs LEACE"

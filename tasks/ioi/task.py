@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from bench.dictionary import Dictionary
 from bench.seeds import stream
+from bench.specs import fraction, param, positive
 from bench.stats import Evidence, interval
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.ioi.dataset import TEMPLATES, make_dataset
@@ -50,12 +51,12 @@ NO_INTERVAL = ("a count on the k grid read off the curve of all prompts' mean lo
 
 @dataclass
 class IOIPatching(Task):
-    n_prompts: int = 16  # half ABBA, half BABA
-    batch_size: int = 32  # prompts per forward pass
-    greedy_targets: tuple[float, ...] = (0.5, 0.9)  # recovery each greedy search must keep
-    greedy_passes: int = 6  # forward passes each greedy search may spend
+    n_prompts: int = param(16, ge=2, even=True)  # half ABBA, half BABA
+    batch_size: int = positive(32)  # prompts per forward pass
+    greedy_targets: tuple[float, ...] = fraction((0.5, 0.9))  # recovery each greedy search must keep
+    greedy_passes: int = positive(6)  # forward passes each greedy search may spend
     min_logit_diff: float = 1.0  # the model "does IOI" if its mean clean LD reaches this...
-    min_accuracy: float = 0.7  # ...and LD > 0 on at least this share of prompts
+    min_accuracy: float = fraction(0.7)  # ...and LD > 0 on at least this share of prompts
 
     name = "ioi_patching"
     description = "features moved from counterfactual to clean IOI prompts: fewest that carry the logit difference"
