@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.cli_helpers import ROOT, bench_in_process, bench_subprocess
+
 BASELINE = ROOT / "baselines" / "smoke"
 # Untrusted text as the corpus or a judge could produce it: it must render as text and never run.
 PAYLOAD = "<script>window.__pwned = 1; document.title = 'pwned'</script>"
@@ -40,6 +39,10 @@ def inject(record: dict[str, Any]) -> None:
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=full, capture_output=True, text=True,
-                          timeout=120)
+    """`python -m bench ARGS` run through `bench.cli.main` in this process (tests/cli_helpers.py)."""
+    return bench_in_process(*args, env=env, columns="200")
+
+
+def bench_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m bench ARGS` in a subprocess: the real interpreter's exit status."""
+    return bench_subprocess(*args, env=env, columns="200", timeout=120)

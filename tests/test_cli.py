@@ -1,22 +1,24 @@
-"""The command line as a user meets it: a real smoke run end to end, resume, and one-line errors for bad input."""
+"""The command line as a user meets it: a real smoke run end to end, resume, and one-line errors for bad input.
+
+`bench(...)` runs `python -m bench` in a subprocess (the process boundary: the interpreter's exit status, what it
+prints); `cli(...)` runs the same `bench.cli.main` in this process, for the runs whose subject is the pipeline,
+not the process (tests/cli_helpers.py).
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.cli_helpers import ROOT, bench_in_process, bench_subprocess
 
+bench = bench_subprocess  # a real `python -m bench` process
+cli = bench_in_process  # the same main() in this process, its state restored afterwards
 
-def bench(*args: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+__all__ = ["ROOT", "assert_one_line_error", "bench", "cli"]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
@@ -52,11 +54,17 @@ def test_list_shows_every_registered_name():
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, fragment):
-    assert_one_line_error(bench(*args), fragment)
+    assert_one_line_error(cli(*args), fragment)
+
+
+def test_the_interpreter_exits_2_with_the_one_line_error():
+    """The process boundary of the cases above (run in this process): `python -m bench` itself ends with exit status
+    2 and the one-line error, no traceback."""
+    assert_one_line_error(bench("run", "--methods", "nope"), "unknown method 'nope'")
 
 
 def test_layer_out_of_range(tmp_path):
-    assert_one_line_error(bench("run", "--layer", "99", "--preset", "smoke", "--out", str(tmp_path)),
+    assert_one_line_error(cli("run", "--layer", "99", "--preset", "smoke", "--out", str(tmp_path)),
                           "layer 99 is out of range")
 
 
@@ -67,7 +75,7 @@ def _metrics(out: Path, task: str) -> dict[str, dict]:
 
 def test_smoke_run_end_to_end_then_resume(tmp_path):
     out = tmp_path / "run"
-    first = bench("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--out", str(out))
+    first = cli("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "leaderboard" in first.stderr and "sae-relu" in first.stdout
 
@@ -97,87 +105,90 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
 
     # a second run in the same directory resumes: nothing is refitted or recomputed
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
-    second = bench("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--out", str(out))
+    second = cli("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--out", str(out))
     assert second.returncode == 0, second.stderr[-3000:]
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
 
     # the same directory with other settings is refused rather than mixed or overwritten
-    clash = bench("run", "--preset", "smoke", "--methods", "neurons", "--seed", "1", "--out", str(out))
+    clash = cli("run", "--preset", "smoke", "--methods", "neurons", "--seed", "1", "--out", str(out))
     assert_one_line_error(clash, "pass a new --out")
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
 
     # a fresh run with the same seed reproduces every number bit for bit
     other = tmp_path / "again"
-    third = bench("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--tasks", "reconstruction",
-                  "--out", str(other))
+    third = cli("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--tasks", "reconstruction",
+                "--out", str(other))
     assert third.returncode == 0, third.stderr[-3000:]
     assert _metrics(other, "reconstruction") == _metrics(out, "reconstruction")
 
 
 def test_seeds_fit_per_seed_in_one_pass_report_the_spread_and_stability(tmp_path):
     out = tmp_path / "seeds"
-    args = ("run", "--preset", "smoke", "--methods", "neurons,pca[max_tokens=4000],sae-topk,sae-relu[epochs=1]",
+    # 2 epochs of TopK and 1 of ReLU (the preset's 6 would only make the numbers better, not the checks stronger)
+    args = ("run", "--preset", "smoke", "--methods", "neurons,pca[max_tokens=4000],sae-topk[epochs=2],sae-relu[epochs=1]",
             "--tasks", "reconstruction,stability", "--out", str(out))
-    first = bench(*args, "--seeds", "0,1")
+    first = cli(*args, "--seeds", "0,1")
     assert first.returncode == 0, first.stderr[-3000:]
     records = {r["method"]: r for r in (json.loads(p.read_text()) for p in (out / "results").glob("*.json"))
                if r["task"] == "reconstruction"}
-    pca = "pca[max_tokens=4000]"
-    assert {"neurons", "neurons~s1", pca, f"{pca}~s1", "sae-topk", "sae-topk~s1"} <= set(records)
+    pca, topk = "pca[max_tokens=4000]", "sae-topk[epochs=2.0]"
+    assert {"neurons", "neurons~s1", pca, f"{pca}~s1", topk, f"{topk}~s1"} <= set(records)
     assert records[f"{pca}~s1"]["seed"] == 1 and records[pca]["seed"] == 0
     # the SAEs of both seeds trained in one pass (sae-relu[epochs=1] has a pass of its own), each from its own seed,
     # on the base seed's batches
-    info = records["sae-topk~s1"]["fit_info"]
-    assert info["trained_with"] == 2 and info["data_seed"] == 0 and records["sae-topk~s1"]["method_params"]["seed"] == 1
+    info = records[f"{topk}~s1"]["fit_info"]
+    assert info["trained_with"] == 2 and info["data_seed"] == 0 and records[f"{topk}~s1"]["method_params"]["seed"] == 1
     relu = next(m for m in records if m.startswith("sae-relu") and m.endswith("~s1"))
     assert records[relu]["fit_info"]["trained_with"] == 2, sorted(records)
-    assert records["sae-topk~s1"]["metrics"]["fvu"]["value"] != records["sae-topk"]["metrics"]["fvu"]["value"]
+    assert records[f"{topk}~s1"]["metrics"]["fvu"]["value"] != records[topk]["metrics"]["fvu"]["value"]
 
     board = json.loads((out / "leaderboard.json").read_text())["boards"][0]
     assert board["seeds"] == [0, 1]
-    topk = next(r for r in board["rows"] if r["method"] == "sae-topk" and r["group"] == "all")
-    assert set(topk["seeds"]["reconstruction.fvu"]) == {"0", "1"}
-    assert topk["interval_info"]["reconstruction.fvu"]["unit"] == "seed"
+    row = next(r for r in board["rows"] if r["method"] == topk and r["group"] == "all")
+    assert set(row["seeds"]["reconstruction.fvu"]) == {"0", "1"}
+    assert row["interval_info"]["reconstruction.fvu"]["unit"] == "seed"
     assert "sd " in (out / "leaderboard.md").read_text()
 
     stability = {r["method"]: r for r in (json.loads(p.read_text()) for p in (out / "results").glob("*__stability.json"))}
-    assert set(stability) == {pca, "sae-topk", relu[:-3]}  # seeded methods only, once each
+    assert set(stability) == {pca, topk, relu[:-3]}  # seeded methods only, once each
     for r in stability.values():
         m = r["metrics"]
         assert 0 <= m["pw_mcc"]["value"] <= 1 and m["random_pw_mcc"]["value"] < m["pw_mcc"]["value"]
 
     # a third seed extends the run: the first two seeds' results are kept as they are
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json") if "stability" not in p.name}
-    second = bench(*args, "--seeds", "0,1,2")
+    second = cli(*args, "--seeds", "0,1,2")
     assert second.returncode == 0, second.stderr[-3000:]
     assert stamps == {n: (out / "results" / n).stat().st_mtime_ns for n in stamps}
-    assert (out / "results").glob("*sae-topk_s2__reconstruction.json")
+    assert f"{topk}~s2" in _metrics(out, "reconstruction")
 
 
 def test_sae_sweep_in_one_pass_then_export_and_benchmark_the_export(tmp_path):
     out = tmp_path / "sweep"
-    run = bench("run", "--preset", "smoke", "--methods", "sae-topk[k=8,16],sae-batchtopk[k=8]", "--tasks",
-                "reconstruction", "--out", str(out))
+    # 2 epochs rather than the preset's 6: the sweep, the pass and the export are the same at any length
+    run = cli("run", "--preset", "smoke", "--methods", "sae-topk[k=8,16,epochs=2],sae-batchtopk[k=8,epochs=2]",
+              "--tasks", "reconstruction", "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
-    assert {r["method"] for r in records} == {"sae-topk[k=8]", "sae-topk[k=16]", "sae-batchtopk[k=8]"}
+    k8, k16, batch = "sae-topk[epochs=2.0,k=8]", "sae-topk[epochs=2.0,k=16]", "sae-batchtopk[epochs=2.0,k=8]"
+    assert {r["method"] for r in records} == {k8, k16, batch}
     assert all(r["fit_info"]["trained_with"] == 3 for r in records)  # one pass over the activations for all
     fvu = _metrics(out, "reconstruction")
-    assert fvu["sae-topk[k=8]"]["l0"] <= 8 and fvu["sae-topk[k=16]"]["fvu"] < fvu["sae-topk[k=8]"]["fvu"]
+    assert fvu[k8]["l0"] <= 8 and fvu[k16]["fvu"] < fvu[k8]["fvu"]
 
     released = tmp_path / "released"
-    exported = bench("export", str(out / "dictionaries" / "sae-topk[k=8]"), str(released))
+    exported = cli("export", str(out / "dictionaries" / k8), str(released))
     assert exported.returncode == 0, exported.stderr
     cfg = json.loads((released / "cfg.json").read_text())
     assert cfg["architecture"] == "topk" and cfg["metadata"]["hook_name"] == "blocks.12.hook_resid_post"
 
-    again = bench("run", "--preset", "smoke", "--methods", f"pretrained:{released}", "--tasks",
-                  "reconstruction,toy_superposition", "--out", str(tmp_path / "pretrained"))
+    again = cli("run", "--preset", "smoke", "--methods", f"pretrained:{released}", "--tasks",
+                "reconstruction,toy_superposition", "--out", str(tmp_path / "pretrained"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert not _metrics(tmp_path / "pretrained", "toy_superposition")  # nothing to refit: skipped, not an error
     loaded = _metrics(tmp_path / "pretrained", "reconstruction")["pretrained:released"]
-    assert loaded["fvu"] == pytest.approx(fvu["sae-topk[k=8]"]["fvu"], abs=1e-6)
+    assert loaded["fvu"] == pytest.approx(fvu[k8]["fvu"], abs=1e-6)
 
-    assert_one_line_error(bench("export", str(out / "nope"), str(tmp_path / "x")), "no fitted dictionary here")
-    assert_one_line_error(bench("run", "--preset", "smoke", "--methods", f"pretrained:{tmp_path / 'nothing'}",
-                                "--tasks", "reconstruction", "--out", str(tmp_path / "p2")), "no such directory")
+    assert_one_line_error(cli("export", str(out / "nope"), str(tmp_path / "x")), "no fitted dictionary here")
+    assert_one_line_error(cli("run", "--preset", "smoke", "--methods", f"pretrained:{tmp_path / 'nothing'}",
+                              "--tasks", "reconstruction", "--out", str(tmp_path / "p2")), "no such directory")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import re
@@ -12,7 +13,7 @@ import pytest
 
 from reports.compare import ABS_TOL, REL_TOL, UNIT_CAP, compare, method_key, parse_tolerances
 from reports.runs import load_run
-from tests.report_helpers import BASELINE, bench, copy_run, edit_result
+from tests.report_helpers import BASELINE, bench, bench_process, copy_run, edit_result
 
 TASKS = sorted({json.loads(p.read_text())["task"] for p in (BASELINE / "results").glob("*.json")})
 
@@ -23,8 +24,24 @@ def _set(metric: str, value):
     return edit
 
 
+@functools.cache
+def _baseline():
+    """The committed baseline, loaded once for the tests that only read it (each load takes ~0.4 s)."""
+    return load_run(BASELINE)
+
+
+@functools.cache
+def _baseline_comparison():
+    """The baseline against itself (every metric's tolerance), computed once for the tests that only read it."""
+    return compare(_baseline(), _baseline())
+
+
+def _run(run_dir):
+    return _baseline() if run_dir == BASELINE else load_run(run_dir)
+
+
 def _fvu(run_dir, method="sae-topk"):
-    return next(r for r in load_run(run_dir).records if r["method"] == method and r["task"] == "reconstruction")[
+    return next(r for r in _run(run_dir).records if r["method"] == method and r["task"] == "reconstruction")[
         "metrics"]["fvu"]["value"]
 
 
@@ -40,7 +57,7 @@ def test_one_degraded_metric_fails_and_is_named(tmp_path):
     fvu = _fvu(BASELINE)
     tol = max(ABS_TOL, REL_TOL * fvu)
     edit_result(current, "sae-topk", "reconstruction", _set("fvu", fvu + 2 * tol))  # FVU: lower is better
-    result = bench("compare", str(BASELINE), str(current))
+    result = bench_process("compare", str(BASELINE), str(current))  # the interpreter's exit status: CI's gate
     assert result.returncode == 1, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("REGRESSION")]
     assert len(lines) == 1 and "sae-topk" in lines[0] and "reconstruction.fvu" in lines[0], result.stderr
@@ -94,7 +111,7 @@ def test_committed_tolerances_are_measured_per_metric():
     committed = _committed()
     assert "seed" in committed["_why"] and "--write-tolerances" in committed["_why"]
     assert not [k for k in committed if not k.startswith("_") and "*" in k]  # no catch-all bands
-    comparison = compare(load_run(BASELINE), load_run(BASELINE))
+    comparison = _baseline_comparison()
     finite = [c for c in comparison.changes if c.baseline is not None and math.isfinite(c.baseline)]
     covered = [c for c in finite if _label(c) in committed]
     assert len(covered) >= 0.95 * len(finite), "refresh baselines/smoke/tolerances.json (docs/reports.md, CI)"
@@ -110,8 +127,8 @@ def test_committed_tolerances_are_measured_per_metric():
 def test_every_metric_degraded_by_twice_its_tolerance_is_a_regression():
     """The acceptance criterion over all metrics at once (each metric's verdict depends on that metric alone):
     degrade every finite metric of the baseline by 2 x its tolerance in its bad direction; every one is flagged."""
-    baseline = load_run(BASELINE)
-    tolerances = {c.key: c.tolerance.value for c in compare(baseline, baseline).changes}
+    baseline = _baseline()
+    tolerances = {c.key: c.tolerance.value for c in _baseline_comparison().changes}
     worse = copy.deepcopy(baseline)
     worse.source = "degraded copy"  # its own tolerances.json is never read: the baseline's is
     n = 0
@@ -131,7 +148,7 @@ def test_one_metric_of_any_task_degraded_by_twice_its_committed_tolerance_fails(
     """The committed baseline, one metric of `task` made worse by 2 x its entry in tolerances.json (the widest of the
     task's tolerances: the hardest to catch), in a copy of the results: exit 1, naming it."""
     committed = _committed()
-    comparison = compare(load_run(BASELINE), load_run(BASELINE))
+    comparison = _baseline_comparison()
     candidates = [c for c in comparison.changes if c.key[4] == task and c.baseline is not None
                   and math.isfinite(c.baseline) and _label(c) in committed]
     assert candidates, task
@@ -265,7 +282,7 @@ def test_seed_spread_becomes_committed_tolerances(tmp_path):
     written = json.loads(out.read_text())
     # 2 x the spread where the seeds differ; elsewhere (no spread) the interval's half-width or the default
     assert written["sae-topk:reconstruction.fvu"] == pytest.approx(0.1)
-    lo, hi = next(r for r in load_run(BASELINE).records if (r["method"], r["task"]) == ("sae-topk", "reconstruction"))[
+    lo, hi = next(r for r in _baseline().records if (r["method"], r["task"]) == ("sae-topk", "reconstruction"))[
         "metrics"]["fvu"]["interval"] or (0.0, 0.0)
     assert written["_measured"]["sae-topk:reconstruction.fvu"] == {"seed_delta": pytest.approx(0.05),
                                                                    "half_width": pytest.approx((hi - lo) / 2, rel=1e-3)}
@@ -274,7 +291,7 @@ def test_seed_spread_becomes_committed_tolerances(tmp_path):
     assert written["_measured"]["sae-topk:reconstruction.cosine"]["capped"] is True
     pca = _values_of(BASELINE, "pca", "reconstruction")["cosine"]
     assert written["pca:reconstruction.cosine"] == pytest.approx(max(ABS_TOL, REL_TOL * pca), rel=1e-3)
-    kl = next(r for r in load_run(BASELINE).records if (r["method"], r["task"]) == ("sae-topk", "loss_recovered"))
+    kl = next(r for r in _baseline().records if (r["method"], r["task"]) == ("sae-topk", "loss_recovered"))
     lo, hi = kl["metrics"]["kl"]["interval"]
     assert (hi - lo) / 2 > max(ABS_TOL, REL_TOL * kl["metrics"]["kl"]["value"])  # the interval is the widest here
     assert written["sae-topk:loss_recovered.kl"] == pytest.approx((hi - lo) / 2, rel=1e-2)
@@ -293,5 +310,5 @@ def test_seed_spread_becomes_committed_tolerances(tmp_path):
 
 
 def _values_of(run_dir, method: str, task: str) -> dict:
-    record = next(r for r in load_run(run_dir).records if (r["method"], r["task"]) == (method, task))
+    record = next(r for r in _run(run_dir).records if (r["method"], r["task"]) == (method, task))
     return {k: m["value"] for k, m in record["metrics"].items()}

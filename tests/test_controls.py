@@ -18,7 +18,7 @@ from bench.corpus import make_contexts, split_documents
 from bench.errors import BenchError
 from bench.models import CONTROLS, _load_hf, check_control, load_model, model_fingerprint, reinitialise, resolve_model
 from reports.controls import build_control_tables, controls_markdown
-from tests.test_cli import assert_one_line_error, bench
+from tests.test_cli import assert_one_line_error, cli
 
 TEXT = "The quick brown fox jumps over the lazy dog, said the Jargon File."
 
@@ -117,7 +117,7 @@ def test_the_control_is_part_of_the_model_identity():
 
 
 def test_unknown_control_is_a_one_line_error():
-    assert_one_line_error(bench("run", "--control", "shuffled", "--preset", "smoke"),
+    assert_one_line_error(cli("run", "--control", "shuffled", "--preset", "smoke"),
                           "unknown control 'shuffled'; choose from random-init")
 
 
@@ -144,7 +144,7 @@ def test_run_with_control_writes_both_sides_and_the_comparison(tmp_path):
     # layer 3, half an epoch and a 4k-token PCA keep both harvests and fits short; the pipeline is the same at any size
     args = ("run", "--preset", "smoke", "--control", "random-init", "--methods", "pca[max_tokens=4000],sae-relu[epochs=0.5]",
             "--tasks", "reconstruction", "--layer", "3", "--out", str(out))
-    run = bench(*args)
+    run = cli(*args)
     assert run.returncode == 0, run.stderr[-3000:]
     trained = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
     control = [json.loads(p.read_text()) for p in (out / "controls" / "random-init" / "results").glob("*.json")]
@@ -167,7 +167,7 @@ def test_run_with_control_writes_both_sides_and_the_comparison(tmp_path):
 
     # the same command again resumes both sides: nothing is refitted or recomputed
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if "results" in p.parts}
-    again = bench(*args)
+    again = cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if "results" in p.parts}
     assert again.stdout == run.stdout

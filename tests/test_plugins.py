@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import ROOT, bench
+from tests.test_cli import ROOT, bench, cli
 
 PLUGIN = ROOT / "tests" / "plugin_pkg"
 
@@ -42,16 +42,34 @@ def test_list_shows_plugin_with_origin_and_warns_once_for_the_broken_one(site):
     assert len(warnings) == 1 and warnings[0].startswith("warning: skipped plugin 'broken'")
 
 
-def test_check_method_runs_the_contract_on_a_plugin(site):
-    result = bench("check-method", "centred-neurons", env={"PYTHONPATH": str(site)})
+@pytest.fixture
+def installed(site, monkeypatch):
+    """This process as if it had started with `site` on its path (the test above checks that a fresh `python -m bench`
+    finds the plugin by itself): the .dist-info's entry points, loaded by `bench.plugins.load_plugins` as `import
+    methods` does, added to the registry for one test."""
+    import methods
+    from bench.plugins import load_plugins
+    from methods.base import Method
+
+    monkeypatch.syspath_prepend(str(site))
+    registry, origins = dict(methods.REGISTRY), dict(methods.ORIGINS)
+    load_plugins("decompbench.methods", Method, registry, origins)
+    assert origins.get("centred-neurons") == "decompbench-toyplugin"
+    for name in registry.keys() - methods.REGISTRY.keys():
+        monkeypatch.setitem(methods.REGISTRY, name, registry[name])
+        monkeypatch.setitem(methods.ORIGINS, name, origins[name])
+
+
+def test_check_method_runs_the_contract_on_a_plugin(installed):
+    result = cli("check-method", "centred-neurons")
     assert result.returncode == 0, result.stderr
     assert "OK centred-neurons" in result.stderr
 
 
-def test_plugin_method_reaches_the_leaderboard(site, tmp_path):
+def test_plugin_method_reaches_the_leaderboard(installed, tmp_path):
     out = tmp_path / "run"
-    result = bench("run", "--preset", "smoke", "--methods", "centred-neurons,pca", "--tasks", "reconstruction",
-                   "--out", str(out), env={"PYTHONPATH": str(site)})
+    result = cli("run", "--preset", "smoke", "--methods", "centred-neurons,pca", "--tasks", "reconstruction",
+                 "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((out / "leaderboard.json").read_text())["boards"][0]["rows"]
     assert "centred-neurons" in {r["method"] for r in rows}

@@ -1,5 +1,6 @@
 """`--executor ray` on a real local Ray cluster (head on 127.0.0.1, 2 CPUs): the same result files as the local
-executor, and a worker killed mid-grid costs nothing but a rerun of its unit.
+executor, and a worker killed mid-grid costs nothing but a rerun of its unit (both checked on one Ray run, whose
+one fault is that kill).
 
 The grid is the smallest that has every unit kind: harvest, two fits, matched k and evaluations with and without
 the model (reconstruction, loss_recovered), at layer 3 of SmolLM2 (the store test_controls uses).
@@ -14,11 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from bench.executors.ray_worker import HANG_PID_FILE, HANG_UNIT
-from tests.test_cli import ROOT, bench
+from tests.test_cli import ROOT, cli
 
 ray = pytest.importorskip("ray")  # CI installs it with the test extra; this only guards a bare install
 
@@ -40,7 +42,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("local") / "run"
-    result = bench(*GRID, "--out", str(out))
+    result = cli(*GRID, "--out", str(out))  # the local executor in this process (the Ray runs are processes)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -51,21 +53,14 @@ def comparable(out: Path) -> dict[str, dict]:
             for p in sorted((out / "results").glob("*.json"))}
 
 
-def test_ray_gives_the_local_result_files(cluster, local_run, tmp_path):
-    out = tmp_path / "ray"
-    result = bench(*GRID, "--executor", "ray", "--ray-address", cluster, "--out", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    local, remote = comparable(local_run), comparable(out)
-    assert len(local) == 6 and local == remote  # 3 rows (pca, pca@topK, sae-relu) x 2 tasks, number for number
-    units = json.loads((out / "units.json").read_text())["units"]
-    assert {u["kind"] for u in units} == {"harvest", "fit", "matched_k", "evaluate"}
-    assert all(u["wall_s"] > 0 and u["cpu_s"] > 0 and u["peak_rss_mb"] > 100 for u in units)  # measured in the worker
-    assert all(u["status"] == "ok" for u in units) and len({u["pid"] for u in units}) >= 2  # really spread out
-    assert (out / "leaderboard.md").read_text() == (local_run / "leaderboard.md").read_text()
-
-
-def test_a_killed_worker_costs_only_its_unit(cluster, local_run, tmp_path):
-    out, pid_file = tmp_path / "ray", tmp_path / "hung.pid"
+@pytest.fixture(scope="module")
+def ray_run(cluster, local_run, tmp_path_factory) -> SimpleNamespace:
+    """The grid on the Ray cluster, the worker of one unit killed mid-unit (SIGKILL): one Ray run, read by both tests
+    below (a grid on Ray takes 20-30 s). Apart from that unit's first attempt, which hangs until it is killed, every
+    unit runs as in a run without a fault, so the run has to give the local result files as one without a fault
+    must, and lose nothing but the killed unit's attempt."""
+    base = tmp_path_factory.mktemp("ray")
+    out, pid_file = base / "ray", base / "hung.pid"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", HANG_UNIT: HUNG,
            HANG_PID_FILE: str(pid_file)}
     proc = subprocess.Popen([sys.executable, "-m", "bench", *GRID, "--executor", "ray", "--ray-address", cluster,
@@ -80,8 +75,26 @@ def test_a_killed_worker_costs_only_its_unit(cluster, local_run, tmp_path):
     os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)  # the worker process, mid-unit
 
     _, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 0, stderr[-3000:]
-    attempts = pid_file.read_text().split()
+    return SimpleNamespace(out=out, returncode=proc.returncode, stderr=stderr, finished=finished,
+                           attempts=pid_file.read_text().split())
+
+
+def test_ray_gives_the_local_result_files(ray_run, local_run):
+    out = ray_run.out
+    assert ray_run.returncode == 0, ray_run.stderr[-3000:]
+    local, remote = comparable(local_run), comparable(out)
+    assert len(local) == 6 and local == remote  # 3 rows (pca, pca@topK, sae-relu) x 2 tasks, number for number
+    units = json.loads((out / "units.json").read_text())["units"]
+    assert {u["kind"] for u in units} == {"harvest", "fit", "matched_k", "evaluate"}
+    assert all(u["wall_s"] > 0 and u["cpu_s"] > 0 and u["peak_rss_mb"] > 100 for u in units)  # measured in the worker
+    assert all(u["status"] == "ok" for u in units) and len({u["pid"] for u in units}) >= 2  # really spread out
+    assert (out / "leaderboard.md").read_text() == (local_run / "leaderboard.md").read_text()
+
+
+def test_a_killed_worker_costs_only_its_unit(ray_run, local_run):
+    assert ray_run.returncode == 0, ray_run.stderr[-3000:]
+    attempts = ray_run.attempts
     assert len(attempts) == 2 and attempts[0] != attempts[1]  # the lost unit ran again, in another worker
+    finished = ray_run.finished
     assert finished and all((p.stat().st_mtime_ns, p.read_bytes()) == v for p, v in finished.items())  # kept as is
-    assert comparable(out) == comparable(local_run)
+    assert comparable(ray_run.out) == comparable(local_run)

@@ -19,13 +19,15 @@ from bench.config import make_config
 from bench.errors import BenchError
 from bench.rundir import LOCK_FILE
 from bench.runner import Runner
-from tests.test_cli import ROOT, assert_one_line_error, bench
+from tests.test_cli import ROOT, assert_one_line_error, cli
 
 SMOKE = ("run", "--preset", "smoke", "--methods", "pca", "--tasks", "reconstruction", "--threads", "1")
 
 
 def smoke(out: Path, *extra: str, **kw) -> subprocess.CompletedProcess:
-    return bench(*SMOKE, "--out", str(out), *extra, **kw)
+    """The smoke run through `bench.cli.main` in this process: a process other than the one `start_and_wait_for_lock`
+    starts, so the lock test still has two real processes."""
+    return cli(*SMOKE, "--out", str(out), *extra, **kw)
 
 
 def snapshot(out: Path) -> dict[str, bytes]:

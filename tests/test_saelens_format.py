@@ -21,6 +21,7 @@ from methods.saelens_format import from_saelens, to_saelens
 VARIANTS = ["sae-relu", "sae-relu[tied=true,decoder_bias=false]", "sae-topk[k=5]", "sae-batchtopk[k=5]",
             "sae-matryoshka[k=5,n_prefixes=3]", "sae-jumprelu", "sae-gated"]
 SIDE_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "saelens_side.py"
+ROUNDTRIPS = Path(__file__).resolve().parent / "saelens_roundtrips.py"  # its round trip, for all SAEs in one process
 
 
 def _random_sae(spec: str, d: int = 16, m: int = 40):
@@ -103,19 +104,34 @@ def test_pretrained_method_checks_width_and_hook(tmp_path):
         methods.build_method(f"pretrained:{tmp_path / 'sae'}").fit(ArraySplit(x[:, :8]))
 
 
+@pytest.fixture(scope="module")
+def saelens_roundtrips(tmp_path_factory) -> dict[str, tuple]:
+    """Every variant exported, then loaded and run by sae-lens in ONE process of its python (tests/saelens_roundtrips.py
+    runs benchmarks/saelens_side.py's round trip on each): spec -> (our SAE, its input, the directory with out.npz, or
+    error.txt where that variant failed, and the process)."""
+    root = tmp_path_factory.mktemp("saelens")
+    made = {}
+    for i, spec in enumerate(VARIANTS):
+        sae, x = _random_sae(spec)
+        directory = root / str(i)
+        to_saelens(sae, directory / "sae")
+        np.save(directory / "x.npy", x.numpy())
+        made[spec] = (sae, x, directory)
+    dirs = [str(directory) for _, _, directory in made.values()]
+    proc = subprocess.run([_saelens_python(), str(ROUNDTRIPS), str(SIDE_SCRIPT), *dirs], capture_output=True, text=True,
+                          timeout=600)
+    return {spec: (*v, proc) for spec, v in made.items()}
+
+
 @pytest.mark.ci_required  # .ci/run makes the side venv; there a skip is a failure (tests/conftest.py)
 @pytest.mark.skipif(_saelens_python() is None, reason="sae-lens not installed (set DECOMPBENCH_SAELENS_PYTHON to "
                                                       "the python of a venv that has it)")
 @pytest.mark.parametrize("spec", VARIANTS)
-def test_saelens_loads_our_export_with_the_same_outputs(spec, tmp_path):
-    sae, x = _random_sae(spec)
-    to_saelens(sae, tmp_path / "sae")
-    np.save(tmp_path / "x.npy", x.numpy())
-    proc = subprocess.run([_saelens_python(), str(SIDE_SCRIPT), "--roundtrip", str(tmp_path / "sae"), "--input",
-                           str(tmp_path / "x.npy"), "--output", str(tmp_path / "out.npz")],
-                          capture_output=True, text=True, timeout=300)
+def test_saelens_loads_our_export_with_the_same_outputs(spec, saelens_roundtrips):
+    sae, x, directory, proc = saelens_roundtrips[spec]
     assert proc.returncode == 0, proc.stderr[-2000:]
-    theirs = np.load(tmp_path / "out.npz")
+    assert not (directory / "error.txt").exists(), (directory / "error.txt").read_text()[-2000:]
+    theirs = np.load(directory / "out.npz")
     with torch.no_grad():
         codes = sae.encode(x)
         assert np.allclose(theirs["codes"], codes.numpy(), atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from bench.errors import BenchError
 from bench.harvest import HarvestSpec
 from bench.store import ExclusionRule
 from bench.units import KUnknown, Side, build_methods, build_tasks, plan_evals, plan_side
-from tests.test_cli import assert_one_line_error, bench
+from tests.test_cli import assert_one_line_error, cli
 
 SPEC = HarvestSpec("m", "fp", "blocks.3.hook_resid_post", "corpus", 64, 8, 4, ExclusionRule())
 
@@ -98,16 +99,16 @@ def test_paper_preset_settings():
 
 
 def test_paper_preset_names_what_is_missing_in_one_line():
-    assert_one_line_error(bench("run", "--preset", "paper"), "needs what is not here: EleutherAI/pythia-70m-deduped "
-                                                             "in the local Hugging Face cache")
-    assert_one_line_error(bench("run", "--preset", "paper", "--model", "smollm2-135m"), "Pile-like text: pass --text")
+    assert_one_line_error(cli("run", "--preset", "paper"), "needs what is not here: EleutherAI/pythia-70m-deduped "
+                                                           "in the local Hugging Face cache")
+    assert_one_line_error(cli("run", "--preset", "paper", "--model", "smollm2-135m"), "Pile-like text: pass --text")
 
 
-def test_errors_of_the_executor_options(tmp_path):
-    assert_one_line_error(bench("run", "--device", "cuda", "--preset", "smoke"), "no CUDA device is visible")
-    assert_one_line_error(bench("run", "--ray-address", "auto", "--preset", "smoke"), "--ray-address needs --executor ray")
-    (tmp_path / "ray.py").write_text("raise ImportError('not installed')\n")  # Ray as if it were not installed
-    missing = bench("run", "--executor", "ray", "--preset", "smoke", env={"PYTHONPATH": str(tmp_path)})
+def test_errors_of_the_executor_options(monkeypatch):
+    assert_one_line_error(cli("run", "--device", "cuda", "--preset", "smoke"), "no CUDA device is visible")
+    assert_one_line_error(cli("run", "--ray-address", "auto", "--preset", "smoke"), "--ray-address needs --executor ray")
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray as if it were not installed: `import ray` raises ImportError
+    missing = cli("run", "--executor", "ray", "--preset", "smoke")
     assert_one_line_error(missing, "pip install -e .[ray]")
 
 
@@ -140,4 +141,4 @@ def test_seeds_on_the_command_line(tmp_path):
     for bad in ("0,0", "x", "0", "-1,2"):
         with pytest.raises(BenchError):
             parse_seeds(bad, 0)
-    assert_one_line_error(bench("run", "--preset", "smoke", "--seeds", "1,1", "--out", str(tmp_path / "r")), "--seeds")
+    assert_one_line_error(cli("run", "--preset", "smoke", "--seeds", "1,1", "--out", str(tmp_path / "r")), "--seeds")
