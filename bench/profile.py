@@ -4,7 +4,7 @@
 second, so `cpu_s / wall_s` reads as cores used). Peak memory is the resident set's high-water mark during the
 unit, sampled every 20 ms by a background thread (the kernel's own peak, `ru_maxrss`, never goes back down, so
 it cannot say which unit reached it); on CUDA also the allocator's peak. `python -m bench perf --run RUN_DIR`
-prints the table (`bench.perf.run_profile`).
+prints the table (`profile_table`).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
   one-line error naming the holder's PID; the kernel drops the lock when the holder dies (kill -9 included), so
   a stale lock never blocks a resume.
 - `check_resumable`: a directory that already holds finished work (dictionaries, results) may only be resumed
-  with the settings that made its numbers. Methods, tasks and extra seeds may be added (they add rows); anything else is refused, in one line
-  naming the fields, before any file is written.
+  with the settings that made its numbers. Methods, tasks and extra seeds may be added (they add rows); anything
+  else is refused, in one line naming the fields, before any file is written.
 """
 
 from __future__ import annotations

@@ -280,10 +280,11 @@ def plan_side(cfg: RunConfig, side: Side, built: list[tuple[str, Method]], task_
     groups: dict[tuple, list[str]] = {}
     notes: list[str] = []
     for label, method in built:
-        if (side.dictionary_dir(label) / CONFIG_FILE).exists() and not (stale := cached_fit(side, label, method)):
+        saved = (side.dictionary_dir(label) / CONFIG_FILE).exists()
+        if saved and not (stale := cached_fit(side, label, method)):
             fits.append(FitUnit(side, (label,), cached=True))
         else:
-            if (side.dictionary_dir(label) / CONFIG_FILE).exists():
+            if saved:
                 notes.append(f"{side.tag}refitting {label}: its dictionary was {stale}")
             key = group_key(method) if isinstance(method, SAEMethod) else ("alone", label)
             groups.setdefault(key, []).append(label)

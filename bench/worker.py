@@ -345,6 +345,7 @@ class Workspace:
     def record(self, f: Fitted, task_label: str, task: Task, output, store: ActivationStore, side: Side,
                task_s: float, key: str, seed: int | None = None, label: str | None = None) -> dict[str, Any]:
         spec, cfg = side.spec, self.cfg
+        recorded = cfg.recorded()  # credentials in the judge's URL redacted
         return {
             "resume_key": key,
             "model": spec.model,
@@ -370,8 +371,8 @@ class Workspace:
                             "model_fingerprint": spec.model_fingerprint},
             "seed": cfg.seed if seed is None else seed,  # the evaluation's (and, for a seeded method, the fit's)
             "device": cfg.device,
-            "config": cfg.recorded(),
-            "config_fingerprint": fingerprint(cfg.recorded()),
+            "config": recorded,
+            "config_fingerprint": fingerprint(recorded),
             **self.env(),
             "timings": {"fit_seconds": f.fit_seconds, "task_seconds": task_s},
             "created": now(),
