@@ -16,9 +16,11 @@ of the model's identity: its fingerprint, hence every activation store and resul
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -315,9 +317,21 @@ _SUFFIX: dict[str, SuffixStack] = {
 }
 
 
+@functools.cache
+def _mirror_fits_transformers() -> bool:
+    """The installed transformers builds masks as the mirror calls it (`inputs_embeds=`, `cache=`: 5.x). An older
+    one runs its models another way: there every edit takes the full pass."""
+    try:
+        from transformers.masking_utils import create_causal_mask
+    except ImportError:
+        return False
+    return {"inputs_embeds", "cache", "position_ids"} <= set(inspect.signature(create_causal_mask).parameters)
+
+
 def _suffix_stack(hf) -> SuffixStack | None:
     stack = _SUFFIX.get(type(hf).__name__)
-    return stack if stack is not None and stack.supported(hf.config) else None
+    ok = stack is not None and stack.supported(hf.config) and _mirror_fits_transformers()
+    return stack if ok else None
 
 
 @dataclass
@@ -392,7 +406,7 @@ class SubjectModel:
     def suffix_start(self, hook: str) -> int | None:
         """The first block a suffix pass from `hook` runs (`logits_from`): L + 1 for `blocks.L.hook_resid_post`,
         L for `blocks.L.hook_resid_pre`. None where only the full pass can edit at `hook`: hook points inside a
-        block, or an architecture without a suffix pass here (see `_SUFFIX`)."""
+        block, an architecture without a suffix pass here (see `_SUFFIX`), a transformers older than 5."""
         layer = self.validate_hook(hook)
         point = hook.rsplit("hook_", 1)[1]
         if point not in ("resid_pre", "resid_post") or _suffix_stack(self.bridge.original_model) is None:

@@ -76,6 +76,22 @@ def test_other_hook_points_take_the_full_pass(model, tokens):
         model.logits_from(clean, hook)
 
 
+def test_without_a_fitting_transformers_every_edit_takes_the_full_pass(model, tokens, monkeypatch):
+    import bench.models
+
+    hook = "blocks.12.hook_resid_post"
+    clean = model.activations(tokens, hook)
+    monkeypatch.setattr(bench.models, "_mirror_fits_transformers", lambda: False)
+    assert model.suffix_start(hook) is None
+    below: list[int] = []
+    first = model.bridge.blocks[0].register_forward_hook(lambda *_: below.append(1))
+    try:
+        model.logits(tokens, hook, torch.zeros_like, clean=clean)
+    finally:
+        first.remove()
+    assert below == [1]  # the full pass ran
+
+
 def test_the_bridge_hook_is_the_transformers_layer_output(model, tokens):
     """blocks.L.hook_resid_post is decoder layer L's output of the unprocessed transformers model (eager attention,
     what the bridge runs): the bridge changes no weight, so a suffix pass over the HF layers is the same model."""
