@@ -16,9 +16,11 @@ of the model's identity: its fingerprint, hence every activation store and resul
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -257,6 +259,81 @@ def _transformers_version() -> str:
     return metadata.version("transformers")
 
 
+# Suffix passes: the layers after a hook, run on a given residual. Each entry mirrors its transformers model's
+# forward (transformers 5.x) for a token tensor without padding or cache, which is what the bridge's full pass
+# runs: the same modules (the bridge's wrappers of the HF layers), the same per-layer arguments, the same final
+# norm and head. Its test (tests/test_suffix.py) holds each to the full pass, bit for bit.
+LayerCall = Callable[[int], tuple[tuple, dict]]  # layer index -> (positional args after hidden states, kwargs)
+
+
+def _causal_mask(body, h: torch.Tensor, position_ids: torch.Tensor, sliding: bool = False):
+    from transformers import masking_utils
+
+    make = masking_utils.create_sliding_window_causal_mask if sliding else masking_utils.create_causal_mask
+    return make(config=body.config, inputs_embeds=h, attention_mask=None, cache=None, position_ids=position_ids)
+
+
+def _rotary_call(body, h: torch.Tensor, position_ids: torch.Tensor) -> LayerCall:
+    """LlamaModel / GPTNeoXModel: one causal mask and one rotary embedding for every layer."""
+    kwargs = {"attention_mask": _causal_mask(body, h, position_ids), "position_ids": position_ids,
+              "position_embeddings": body.rotary_emb(h, position_ids=position_ids)}
+    return lambda i: ((), kwargs)
+
+
+def _gemma3_call(body, h: torch.Tensor, position_ids: torch.Tensor) -> LayerCall:
+    """Gemma3TextModel: a mask and a rotary embedding per layer type (sliding or full attention)."""
+    types = body.config.layer_types
+    masks = {"full_attention": _causal_mask(body, h, position_ids),
+             "sliding_attention": _causal_mask(body, h, position_ids, sliding=True)}
+    rope = {t: body.rotary_emb(h, position_ids, t) for t in set(types)}
+    return lambda i: ((), {"attention_mask": masks[types[i]], "position_embeddings": rope[types[i]],
+                           "position_ids": position_ids})
+
+
+def _gpt2_call(body, h: torch.Tensor, position_ids: torch.Tensor) -> LayerCall:
+    """GPT2Model: (hidden, cache, mask, encoder states) positionally, as its loop calls a block."""
+    mask = _causal_mask(body, h, position_ids)
+    kwargs = {"encoder_attention_mask": None, "use_cache": False, "position_ids": position_ids}
+    return lambda i: ((None, mask, None), kwargs)
+
+
+@dataclass(frozen=True)
+class SuffixStack:
+    body: str  # the CausalLM's attribute holding the decoder
+    layers: str  # the decoder's layer list
+    norm: str  # the decoder's final norm (the CausalLM's head is `lm_head` in all of them)
+    layer_call: Callable[[object, torch.Tensor, torch.Tensor], LayerCall]
+    softcap: bool = False  # the CausalLM soft-caps its logits (`config.final_logit_softcapping`)
+    supported: Callable[[object], bool] = lambda config: True  # config options the mirror does not follow: False
+
+
+_SUFFIX: dict[str, SuffixStack] = {
+    "LlamaForCausalLM": SuffixStack("model", "layers", "norm", _rotary_call),
+    "GPTNeoXForCausalLM": SuffixStack("gpt_neox", "layers", "final_layer_norm", _rotary_call),
+    "Gemma3ForCausalLM": SuffixStack("model", "layers", "norm", _gemma3_call, softcap=True,
+                                     supported=lambda c: not getattr(c, "use_bidirectional_attention", False)),
+    "GPT2LMHeadModel": SuffixStack("transformer", "h", "ln_f", _gpt2_call,
+                                   supported=lambda c: not getattr(c, "add_cross_attention", False)),
+}
+
+
+@functools.cache
+def _mirror_fits_transformers() -> bool:
+    """The installed transformers builds masks as the mirror calls it (`inputs_embeds=`, `cache=`: 5.x). An older
+    one runs its models another way: there every edit takes the full pass."""
+    try:
+        from transformers.masking_utils import create_causal_mask
+    except ImportError:
+        return False
+    return {"inputs_embeds", "cache", "position_ids"} <= set(inspect.signature(create_causal_mask).parameters)
+
+
+def _suffix_stack(hf) -> SuffixStack | None:
+    stack = _SUFFIX.get(type(hf).__name__)
+    ok = stack is not None and stack.supported(hf.config) and _mirror_fits_transformers()
+    return stack if ok else None
+
+
 @dataclass
 class SubjectModel:
     """A loaded subject model and what the pipeline needs from it."""
@@ -294,14 +371,76 @@ class SubjectModel:
         return cache[hook].float()
 
     @torch.inference_mode()
-    def logits(self, tokens: torch.Tensor, hook: str | None = None,
-               edit: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """tokens `[B, T]` -> logits `[B, T, vocab]`, with `edit` replacing the activation at `hook` if given."""
+    def logits_and_activations(self, tokens: torch.Tensor, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens `[B, T]` -> (clean logits `[B, T, vocab]`, activations at `hook` `[B, T, d_model]`) from one
+        full pass: equal to `logits(tokens)` and `activations(tokens, hook)`. The activations are what
+        `logits(tokens, hook, edit, clean=...)` takes to skip the layers below the hook."""
+        self.validate_hook(hook)
         tokens = tokens.to(self.device)
+        self.forward_tokens += tokens.numel()
+        logits, cache = self.bridge.run_with_cache(tokens, names_filter=hook, return_cache_object=False)
+        return logits, cache[hook].float()
+
+    @torch.inference_mode()
+    def logits(self, tokens: torch.Tensor, hook: str | None = None,
+               edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               clean: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens `[B, T]` -> logits `[B, T, vocab]`, with `edit` replacing the activation at `hook` if given.
+
+        `clean`: the clean activation at `hook` for these tokens `[B, T, d_model]`, as `activations` returns it for
+        the same batch. With it, and where `suffix_start(hook)` is not None, the edited pass runs only the layers
+        after the hook on `edit(clean)` (`logits_from`) and skips those below: the same logits (bit for bit on
+        SmolLM2 on CPU, tests/test_suffix.py). Elsewhere `clean` is ignored and the full pass runs. The edit gets
+        a copy of `clean`, so it may write into its argument."""
+        tokens = tokens.to(self.device)
+        if edit is not None and clean is not None and hook is not None and self.suffix_start(hook) is not None:
+            if tuple(clean.shape[:2]) != tuple(tokens.shape):
+                raise ValueError(f"clean activations {tuple(clean.shape)} do not match tokens {tuple(tokens.shape)}")
+            # A copy: an edit that writes into its argument must not spoil the caller's cached clean activations.
+            return self.logits_from(edit(clean.to(self.device).clone()), hook)
         self.forward_tokens += tokens.numel()
         if edit is None:
             return self.bridge(tokens, return_type="logits")
         return self.bridge.run_with_hooks(tokens, fwd_hooks=[(hook, lambda act, hook: edit(act))], return_type="logits")
+
+    def suffix_start(self, hook: str) -> int | None:
+        """The first block a suffix pass from `hook` runs (`logits_from`): L + 1 for `blocks.L.hook_resid_post`,
+        L for `blocks.L.hook_resid_pre`. None where only the full pass can edit at `hook`: hook points inside a
+        block, an architecture without a suffix pass here (see `_SUFFIX`), a transformers older than 5."""
+        layer = self.validate_hook(hook)
+        point = hook.rsplit("hook_", 1)[1]
+        if point not in ("resid_pre", "resid_post") or _suffix_stack(self.bridge.original_model) is None:
+            return None
+        return layer + (point == "resid_post")
+
+    @torch.inference_mode()
+    def logits_from(self, resid: torch.Tensor, hook: str) -> torch.Tensor:
+        """The logits `[B, T, vocab]` of the model whose activation at `hook` is `resid` `[B, T, d_model]`: only
+        the blocks after the hook run (for `blocks.L.hook_resid_post`: blocks L+1.., the final norm, the
+        unembedding), through the bridge's own modules and with the per-layer arguments the transformers model's
+        forward builds for a full-length, unpadded batch (what the bridge's full pass on a token tensor uses).
+        Counts `B * T` forward tokens. A one-line error where `suffix_start(hook)` is None."""
+        start = self.suffix_start(hook)
+        if start is None:
+            raise BenchError(f"{self.name}: no suffix pass from {hook} (resid_pre / resid_post of "
+                             f"{', '.join(sorted(_SUFFIX))} only); use logits(tokens, hook, edit)")
+        hf = self.bridge.original_model
+        stack = _suffix_stack(hf)
+        assert stack is not None
+        body = getattr(hf, stack.body)
+        h = resid.to(self.device, dtype=next(hf.parameters()).dtype)
+        self.forward_tokens += h.shape[0] * h.shape[1]
+        position_ids = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+        call = stack.layer_call(body, h, position_ids)
+        layers = getattr(body, stack.layers)
+        for i in range(start, body.config.num_hidden_layers):
+            args, kwargs = call(i)
+            h = layers[i](h, *args, **kwargs)
+        logits = hf.lm_head(getattr(body, stack.norm)(h))
+        cap = getattr(hf.config, "final_logit_softcapping", None) if stack.softcap else None
+        if cap is not None:  # Gemma's, as its ForCausalLM applies it after the head
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
     def hook_gradient(self, tokens: torch.Tensor, hook: str,
                       objective: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,10 +55,13 @@ class LossRecovered(Task):
         tokens = torch.from_numpy(split.tokens()[self._idx]).long()
         self._batches = list(tokens.split(self.batch_size))
         self._clean_logp: list[torch.Tensor] = []
+        self._clean_x: list[torch.Tensor] = []  # the clean activation at the hook: edited passes start there
         ce = []
         for tb in self._batches:
-            logp = F.log_softmax(model.logits(tb).float(), dim=-1)[:, :-1]
+            logits, x = model.logits_and_activations(tb, ctx.store.hook)
+            logp = F.log_softmax(logits.float(), dim=-1)[:, :-1]
             self._clean_logp.append(logp)
+            self._clean_x.append(x)
             ce.append(_ce_per_context(logp, tb))
         self._n = self._per_doc(np.full(len(self._idx), tokens.shape[1] - 1, dtype=float))  # predictions `[D]`
         self._ce_clean = self._per_doc(np.concatenate(ce))
@@ -78,7 +81,7 @@ class LossRecovered(Task):
         """Per-document sums `[D]` of CE and of KL(clean || edited), with `replace` applied at the kept positions."""
         model, store = ctx.model, ctx.store
         ce, kl = [], []
-        for tb, clean_logp in zip(self._batches, self._clean_logp, strict=True):
+        for tb, clean_logp, clean_x in zip(self._batches, self._clean_logp, self._clean_x, strict=True):
 
             def edit(act: torch.Tensor, tb: torch.Tensor = tb) -> torch.Tensor:
                 keep = store.exclusion.mask(tb.to(act.device), act, model.special_ids, store.reference_norm)
@@ -86,7 +89,7 @@ class LossRecovered(Task):
                 out[keep] = replace(act[keep]).to(act.dtype)
                 return out
 
-            logp = F.log_softmax(model.logits(tb, ctx.store.hook, edit).float(), dim=-1)[:, :-1]
+            logp = F.log_softmax(model.logits(tb, ctx.store.hook, edit, clean=clean_x).float(), dim=-1)[:, :-1]
             ce.append(_ce_per_context(logp, tb))
             kl_ctx = F.kl_div(logp, clean_logp, log_target=True, reduction="none").sum((1, 2)).double()
             # KL >= 0; float rounding can leave ~-1e-7 when the edit is the identity.

@@ -67,6 +67,7 @@ class Examples:
     tokens: torch.Tensor | None = None  # `[n_examples, T]` prompts (behaviour), else None
     keep: torch.Tensor | None = None  # `[n_examples, T]` bool, positions the edit touches
     last: torch.Tensor | None = None  # `[n_examples]` prediction position
+    clean: torch.Tensor | None = None  # `[n_examples, T, d]` every position's activation (prompts): edits start there
 
     def pool(self, values: torch.Tensor) -> torch.Tensor:
         """`[n_tokens, w]` -> mean over each example's tokens `[n_examples, w]`."""
@@ -183,8 +184,9 @@ class ConceptErasure(Task):
         self._damage_owner = np.array([self._damage_docs.index(u) for u in self._damage_ids], dtype=int)
         self._damage_tokens = torch.from_numpy(store.eval.tokens()[picked]).long()
         self._damage_keep = torch.from_numpy(store.eval.keep()[picked])
-        self._damage_logp = F.log_softmax(model.logits(self._damage_tokens).float(), -1)
-        self._damage_x = model.activations(self._damage_tokens, ctx.hook)[self._damage_keep]
+        logits, self._damage_clean = model.logits_and_activations(self._damage_tokens, ctx.hook)
+        self._damage_logp = F.log_softmax(logits.float(), -1)
+        self._damage_x = self._damage_clean[self._damage_keep]
         # each kept token's context `[n_kept]`: edit sizes are summed per context, then per document
         self._damage_kept_ctx = torch.arange(len(picked))[:, None].expand_as(self._damage_keep)[self._damage_keep]
         self._damage_ce = self._ce(self._damage_logp)  # `[n_contexts]` summed next-token CE of the clean run
@@ -208,7 +210,7 @@ class ConceptErasure(Task):
         keep = ps.real() & store.exclusion.mask(ps.tokens, acts, model.special_ids, store.reference_norm)
         example = torch.arange(len(ps.label))[:, None].expand_as(keep)[keep]
         ids = [f"{concept}/{i}" for i in range(len(ps.label))]  # seeded prompts: the same for every dictionary
-        return Examples(acts[keep], example, ps.label, ids, ps.tokens, keep, ps.length - 1)
+        return Examples(acts[keep], example, ps.label, ids, ps.tokens, keep, ps.length - 1, acts)
 
     @staticmethod
     def _genre_examples(split, n: int, seed: int, which: str) -> tuple[Examples, dict] | None:
@@ -223,8 +225,10 @@ class ConceptErasure(Task):
         return Examples(acts[keep], example, labels, ids), coverage(doc, split_genres(split), idx)
 
     # --- measurements ------------------------------------------------------------------------------------------
-    def _splice(self, ctx: TaskContext, tokens: torch.Tensor, keep: torch.Tensor, edit: Edit | None) -> torch.Tensor:
-        """Log-probabilities `[B, T, V]` with `edit` applied to the kept positions at the hook."""
+    def _splice(self, ctx: TaskContext, tokens: torch.Tensor, keep: torch.Tensor, edit: Edit | None,
+                clean: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities `[B, T, V]` with `edit` applied to the kept positions at the hook (`clean`: the clean
+        activation there `[B, T, d]`, so that the edited pass starts at the hook)."""
         if edit is None:
             return F.log_softmax(ctx.model.logits(tokens).float(), -1)
 
@@ -233,7 +237,7 @@ class ConceptErasure(Task):
             out[keep.to(act.device)] = edit(act[keep.to(act.device)]).to(act.dtype)
             return out
 
-        return F.log_softmax(ctx.model.logits(tokens, ctx.hook, hook).float(), -1)
+        return F.log_softmax(ctx.model.logits(tokens, ctx.hook, hook, clean=clean).float(), -1)
 
     def _ce(self, logp: torch.Tensor) -> np.ndarray:
         """Next-token cross-entropy summed over each damage context's positions, `[n_contexts]`."""
@@ -256,12 +260,12 @@ class ConceptErasure(Task):
         out = Measured(fit_probe(train.numpy(), c.train.label.numpy(), test.numpy(), c.test.label.numpy(), self.c))
         if c.answers is not None:
             t = c.test
-            logp = self._splice(ctx, t.tokens, t.keep, edit)[torch.arange(len(t.label)), t.last]
+            logp = self._splice(ctx, t.tokens, t.keep, edit, t.clean)[torch.arange(len(t.label)), t.last]
             pair = logp[:, list(c.answers)].softmax(-1)  # renormalised over the two answers
             out.right = pair[torch.arange(len(t.label)), t.label.long()].double().numpy()
         if edit is None or not damage:
             return out
-        logp = self._splice(ctx, self._damage_tokens, self._damage_keep, edit)
+        logp = self._splice(ctx, self._damage_tokens, self._damage_keep, edit, self._damage_clean)
         kl = F.kl_div(logp, self._damage_logp, log_target=True, reduction="none").sum(-1)  # `[B, T]` per token
         size = (edit(self._damage_x) - self._damage_x).norm(dim=-1).double()  # `[n_kept]`
         n_ctx, width = self._damage_tokens.shape

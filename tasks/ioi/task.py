@@ -150,7 +150,9 @@ class IOIPatching(Task):
         for start in range(0, len(self.ds), self.batch_size):
             tokens = self.ds.counterfactual[start:start + self.batch_size]
             patch = x[start:start + self.batch_size]
-            logits.append(ctx.model.logits(tokens, ctx.hook, lambda act, patch=patch: patch.to(act)))
+            # the edit replaces the whole activation: any clean one of the right shape lets the pass start at the hook
+            logits.append(ctx.model.logits(tokens, ctx.hook, lambda act, patch=patch: patch.to(act),
+                                           clean=self._x_base[start:start + self.batch_size]))
         last = self._last(torch.cat(logits))
         ld, kl = self._ld(last).double().cpu().numpy(), self._kl(F.log_softmax(last, -1))
         recovery = (float(ld.mean()) - self._ld_base) / (self._ld_target - self._ld_base)
