@@ -96,16 +96,20 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--tokens", type=int, default=8192)
     perf.add_argument("--batch", type=int, default=32)
     perf.add_argument("--train", action="store_true", help="SAE training tokens/s, MFU and peak memory per step")
-    perf.add_argument("--arch", default="sae-relu,sae-topk,sae-batchtopk", help="SAE methods to time (--train)")
+    perf.add_argument("--arch", default="sae-relu,sae-topk,sae-batchtopk,sae-jumprelu,sae-gated,sae-matryoshka",
+                      help="SAE methods to time (--train), each alone, then all in one pass")
     perf.add_argument("--d", type=int, default=576, help="input dimension (--train; SmolLM2's d_model)")
     perf.add_argument("--ratio", type=float, default=8.0, help="dictionary size / d (--train)")
     perf.add_argument("--train-batch", type=int, default=4096)
     perf.add_argument("--k", type=int, default=32)
-    perf.add_argument("--steps", type=int, default=5)
+    perf.add_argument("--steps", type=int, default=2, help="timed steps per block (--train)")
+    perf.add_argument("--rounds", type=int, default=3, help="interleaved blocks per process; the best counts")
     perf.add_argument("--warmup", type=int, default=2)
     perf.add_argument("--threads", type=int, default=2)
     perf.add_argument("--saelens-python", default=None,
                       help="python of a separate venv with sae-lens: time its trainer side by side")
+    perf.add_argument("--saelens-all", action="store_true",
+                      help="also time the SAELens configurations measured slower on a CPU (TopK family compiled)")
     perf.add_argument("--autointerp", action="store_true", help="autointerp judge throughput: features per minute "
                       "in-process and through the llama.cpp server")
     perf.add_argument("--judge", default="qwen2.5-coder-1.5b", help="judge to time (--autointerp)")
@@ -302,9 +306,13 @@ def cmd_check_method(args: argparse.Namespace) -> int:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     if args.run is not None:
-        from bench.profile import profile_table
+        from bench.profile import phase_table, profile_table
 
-        _out_console().print(profile_table(args.run))
+        console = _out_console()
+        console.print(profile_table(args.run))
+        phases = phase_table(args.run)
+        if phases is not None:
+            console.print(phases)
         return 0
     if args.autointerp:
         from bench.judge_perf import judge_throughput
@@ -320,7 +328,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
             raise BenchError(f"--saelens-python {args.saelens_python} does not exist; pass the python of a venv "
                              "where `pip install sae-lens` ran")
         rows = train_throughput([a for a in split_specs(args.arch)], args.d, args.ratio, args.train_batch, args.k,
-                                args.steps, args.warmup, args.threads, args.saelens_python, Console())
+                                args.steps, args.warmup, args.threads, args.saelens_python, Console(),
+                                rounds=args.rounds, saelens_all=args.saelens_all)
         if args.json:
             atomic_write_json(Path(args.json), {"measurements": rows})
         return 0

@@ -161,3 +161,36 @@ def profile_table(run_dir: Path):
     table.caption = "  ·  ".join(f"{kind} {s:.1f} s ({s / total:.0%})" for kind, s in
                                  sorted(by_kind.items(), key=lambda kv: -kv[1]))
     return table
+
+
+PHASES = ("encode", "select", "activate", "decode", "aux", "backward", "project", "adam", "renorm", "bookkeeping")
+
+
+def phase_table(run_dir: Path):
+    """Where each SAE's training steps went (`fit_info.step_seconds` of its dictionary, methods.phases): ms per
+    step by phase, and the shared pass's own time (reading batches, checkpoints). None when no SAE recorded laps."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows, shared = [], {}
+    for path in sorted(Path(run_dir).glob("**/dictionaries/*/dictionary.json")):
+        try:
+            info = json.loads(path.read_text())["meta"]["fit_info"]
+            phases, steps = info["step_seconds"], int(info["steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if phases and steps > 0:
+            rows.append((path.parent.relative_to(run_dir).as_posix(), phases, steps))
+            shared[str(info.get("data_seed"))] = (info.get("pass_seconds") or {}, steps)
+    if not rows:
+        return None
+    table = Table(title="SAE training: milliseconds per step by phase (methods/phases.py)")
+    table.add_column("dictionary", overflow="fold")
+    for name in (*PHASES, "total"):
+        table.add_column(name, justify="right")
+    for label, phases, steps in rows:
+        cells = [1e3 * float(phases.get(p, 0.0)) / steps for p in PHASES]
+        table.add_row(escape(label), *(f"{c:.2f}" for c in cells), f"{sum(cells):.1f}")
+    table.caption = "  ·  ".join(f"pass {k} {1e3 * float(v) / steps:.2f} ms/step" for pass_seconds, steps in
+                                 shared.values() for k, v in sorted(pass_seconds.items()))
+    return table

@@ -25,6 +25,7 @@ import torch
 from bench.dictionary import Dictionary
 from bench.specs import fraction, non_negative, one_of, positive
 from methods.base import Method, ProgressFn, TrainingData
+from methods.phases import OFF, Laps
 from methods.sparse import Codes, encode_selected, select_mask, select_topk
 
 
@@ -119,20 +120,26 @@ class SAE(Dictionary):
         recon = codes.decode(self.W_dec) + self.b_dec
         return (recon - x).pow(2).mean(), recon
 
-    def training_step(self, x_scaled: torch.Tensor, state: TrainState, coeffs: dict[str, float]) -> StepOutput:
-        """One forward pass on a batch `[B, d_in]` of scaled activations, with its loss."""
+    def training_step(self, x_scaled: torch.Tensor, state: TrainState, coeffs: dict[str, float],
+                      laps: Laps = OFF) -> StepOutput:
+        """One forward pass on a batch `[B, d_in]` of scaled activations, with its loss (`laps`: time per phase)."""
         weight, bias = self.encoder_weight, self.encoder_bias()
         with torch.no_grad():
             pre = torch.nn.functional.linear(x_scaled, weight, bias)  # [B, m]
+        laps.lap("encode")
         selected = self.select(pre, state)
+        laps.lap("select")
         if selected is None:
             pre_codes = Codes(DenseEncode.apply(pre, x_scaled, weight, bias), torch.arange(self.d_dict,
                               device=pre.device), x_scaled.shape[0], self.d_dict)
         else:
             pre_codes = encode_selected(x_scaled, weight, bias, pre, *selected)
         codes = pre_codes.with_vals(self.train_activation(pre_codes.vals, pre_codes.cols))
+        laps.lap("activate")
         mse, recon = self.recon_loss(x_scaled, codes)
+        laps.lap("decode")
         extra, terms = self.extra_terms(x_scaled, pre, pre_codes, codes, recon, state, coeffs)
+        laps.lap("aux")
         return StepOutput(mse + extra, {"mse": mse.detach(), **terms}, codes)
 
     def auxk_term(self, x: torch.Tensor, pre: torch.Tensor, recon: torch.Tensor, dead: torch.Tensor,

@@ -30,6 +30,37 @@ def test_one_pass_sweep_equals_separate_runs(store):
         assert _same(joint, alone), method.name
 
 
+def test_step_phases_account_for_the_pass(store):
+    """Every phase of a step is timed (methods.phases): the laps of the SAEs and of the pass add up to the pass's
+    wall time, less only the set-up before the first batch and the loop's own few instructions."""
+    import time
+
+    from bench.profile import PHASES
+
+    sweep = [SAETopK(k=4, **SMALL), SAEReLU(l1_coeff=1e-2, **SMALL)]
+    start = time.perf_counter()
+    train_saes(sweep, store.train, workers=1)  # one worker: the SAEs' laps follow each other in time
+    wall = time.perf_counter() - start
+    steps = sweep[0].fit_info_["steps"]
+    laps = [m.fit_info_["step_seconds"] for m in sweep] + [sweep[0].fit_info_["pass_seconds"]]
+    assert set(laps[0]) == set(laps[1]) == set(PHASES) and set(laps[2]) == {"data", "checkpoint"}
+    assert all(v >= 0 for lap in laps for v in lap.values()) and steps > 10
+    timed = sum(v for lap in laps for v in lap.values())
+    assert 0.5 * wall < timed <= wall + 0.01 * len(laps) * len(PHASES)  # rounding to ms
+
+
+def test_workers_train_the_weights_one_thread_trains(store):
+    """Two workers stepping SAEs side by side give bit for bit the weights of one thread stepping them in turn."""
+    def sweep():
+        return [SAETopK(k=4, **SMALL), SAEReLU(l1_coeff=1e-2, **SMALL), SAEBatchTopK(k=4, **SMALL)]
+
+    threads = torch.get_num_threads()
+    alone = train_saes(sweep(), store.train, workers=1)
+    assert torch.get_num_threads() == threads  # the caller's thread count is restored
+    for a, b in zip(alone, train_saes(sweep(), store.train, workers=2), strict=True):
+        assert _same(a, b)
+
+
 def test_groups_must_share_their_batches(store):
     with pytest.raises(ValueError):
         train_saes([SAETopK(**SMALL), SAETopK(**{**SMALL, "batch_size": 32})], store.train)
