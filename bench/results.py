@@ -15,7 +15,8 @@ from bench.io import atomic_write_json
 from bench.judge.base import redact_url
 
 SCHEMA = "decompbench.result/1"
-_PACKAGES = ("decompbench", "torch", "transformers", "transformer-lens", "scikit-learn", "numpy", "safetensors")
+_PACKAGES = ("decompbench", "torch", "transformers", "transformer-lens", "scikit-learn", "numpy", "safetensors",
+             "python-picard")
 
 
 def environment() -> dict[str, Any]:

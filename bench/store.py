@@ -145,11 +145,18 @@ class ActivationSplit:
         return np.asarray(acts.reshape(-1, self.d_model)[keep.reshape(-1)])
 
     def kept_activations(self, max_tokens: int | None = None, seed: int = 0) -> torch.Tensor:
-        """All kept tokens `[n, d_model]`, or a seeded random subset of `max_tokens` of them."""
-        x = np.concatenate([self._kept_rows(i) for i in range(len(self.shards))])
-        if max_tokens is not None and max_tokens < len(x):
-            x = x[subsample(len(x), max_tokens, seed)]
-        return torch.from_numpy(np.ascontiguousarray(x))
+        """All kept tokens `[n, d_model]`, or a seeded random subset of `max_tokens` of them (in store order)."""
+        if max_tokens is None or max_tokens >= self.n_kept:
+            return torch.from_numpy(np.concatenate([self._kept_rows(i) for i in range(len(self.shards))]))
+        # Only the sampled rows are read (a 20 k sample of a 262 k-token split: not the whole 600 MB).
+        pick, parts, offset = subsample(self.n_kept, max_tokens, seed), [], 0
+        for i, s in enumerate(self.shards):
+            local = pick[(pick >= offset) & (pick < offset + s["n_kept"])] - offset
+            if len(local):
+                flat = np.flatnonzero(self._load(i, "keep", mmap=False).reshape(-1))
+                parts.append(np.asarray(self._load(i, "acts").reshape(-1, self.d_model)[flat[local]]))
+            offset += s["n_kept"]
+        return torch.from_numpy(np.concatenate(parts))
 
     def kept_context(self, max_tokens: int | None = None, seed: int = 0) -> np.ndarray:
         """int64 `[n]`: the context of each row `kept_activations(max_tokens, seed)` returns, in the same order (the
