@@ -1,40 +1,58 @@
-"""SAELens side of the decompbench SAE-trainer comparison.
+"""SAELens side of the decompbench SAE-trainer comparison (`python -m bench perf --train --saelens-python PY`).
 
-Standalone: run it with the separate SAELens virtual environment, e.g.
+Standalone: run it with the python of a separate virtual environment that has `sae-lens`, e.g.
 
-    /work/venvs/saelens/bin/python benchmarks/saelens_side.py --arch topk --steps 20
+    ~/.cache/decompbench-ci/venv-saelens/bin/python benchmarks/saelens_side.py --arch topk --sparse --no-rescale
 
-It imports only torch, numpy, sae_lens and the standard library -- never
-anything from decompbench, and sae-lens is never a decompbench dependency.
+It imports only torch, numpy, sae_lens and the standard library -- never anything from decompbench, and
+sae-lens is never a decompbench dependency.
 
-Benchmark mode (default)
-    Builds SAELens' own *training* SAE (StandardTrainingSAE for ``--arch
-    standard``, TopKTrainingSAE for ``--arch topk``) in fp32 on CPU and runs
-    ``--warmup`` untimed steps, one untimed memory-probe step, then ``--steps``
-    timed steps of SAELens' full training step.  By default (``--loop
-    trainer``) a step is ``SAETrainer.step(batch)`` -- the very function
-    ``SAETrainer.fit`` calls: ``training_forward_pass`` (MSE + L1 penalty, or
-    MSE + TopK aux-k loss), dead-feature bookkeeping, ``backward``,
-    ``clip_grad_norm_(..., 1.0)``, ``Adam.step``, ``zero_grad``, LR/coefficient
-    scheduler steps.  ``--loop plain`` runs a hand-written equivalent with a
-    bare ``torch.optim.Adam``.  SAELens (this version) does no per-step
-    decoder-norm projection: the standard SAE weights its L1 penalty by
-    ``||W_dec[i]||`` and the TopK SAE (``rescale_acts_by_decoder_norm=True``)
-    divides by ``||W_dec[i]||`` inside the graph.
+What one step is (``--loop trainer``, the default)
+    SAELens' own training SAE (``--arch`` standard | topk | batchtopk | jumprelu | gated | matryoshka:
+    ``StandardTrainingSAE``, ``TopKTrainingSAE``, ``BatchTopKTrainingSAE``, ``JumpReLUTrainingSAE``,
+    ``GatedTrainingSAE``, ``MatryoshkaBatchTopKTrainingSAE``), float32 on the CPU, no autocast, stepped by
+    SAELens' own ``SAETrainer``: per step exactly what ``SAETrainer.fit`` runs with wandb off, i.e.
+    ``maybe_reset_sparsity()``, ``step(batch)`` (= ``training_forward_pass``: encode, decode, MSE and the
+    architecture's losses; dead-feature counters and feature-frequency sums; ``backward``;
+    ``clip_grad_norm_(..., 1.0)``; ``Adam.step``; ``zero_grad``; LR and coefficient schedulers), then
+    ``n_training_steps += 1``. The trainer's logging, evaluation and checkpoint calls are skipped: with wandb
+    off and no checkpoints they do nothing per step but a modulo test. ``--loop plain`` is a hand-written
+    equivalent with a bare ``torch.optim.Adam`` (no feature-frequency sums, no schedulers): a diagnostic of
+    the trainer's own cost, not what the comparison reports.
 
-    Prints ONE JSON line on stdout:
-    {"trainer": "sae-lens", "version", "arch", "tokens_per_s", "steps_per_s",
-     "peak_extra_mib", ...extra context keys}
+    The configuration knobs that change SAELens' speed on a CPU, all SAELens' own options:
+    ``--sparse``: ``use_sparse_activations=True`` (TopK only: the codes are a sparse COO tensor and the decoder
+    a ``torch.sparse.mm``); ``--no-rescale``: ``rescale_acts_by_decoder_norm=False`` (TopK family; SAELens'
+    default is True, which multiplies the pre-activations by ||W_dec[i]|| and the codes by 1/||W_dec[i]||,
+    and which the sparse path cannot backpropagate through on a CPU: 'aten::view' on SparseCPU); ``--compile``:
+    ``torch.compile`` of ``training_forward_pass``, what SAELens' runner does with ``compile_sae=True``
+    (compiled during the warm-up). The caller
+    (``bench/train_perf.py``) times every such configuration of an architecture and compares against the
+    fastest. Everything else is SAELens' default (``apply_b_dec_to_input=True``, ``decoder_init_norm=0.1``,
+    JumpReLU's "step" L0 loss, ``dead_feature_window=1000`` steps, so no latent counts as dead and the TopK
+    AuxK loss is skipped during a measurement, as it is on our side), with ``lr=3e-4``, constant schedule.
 
-    peak_extra_mib: after warm-up, VmRSS is read from /proc/self/status, the
-    peak is reset by writing "5" to /proc/self/clear_refs, one step is run, and
-    VmHWM - VmRSS_before is reported (MiB).
+    Data: ``--acts`` (float32 .npy ``[n, d_in]``, read in order) or four random normal batches, cycled;
+    batches are made before a timed block starts, so a block times the steps alone.
+
+Modes
+    default: ``--warmup`` untimed steps, one untimed memory-probe step, ``--steps`` timed steps; prints ONE JSON
+    line ``{"trainer": "sae-lens", "version", "arch", "config", "tokens_per_s", "steps_per_s",
+    "peak_extra_mib", ...}``.
+
+    ``--serve``: the same warm-up and memory probe, then a JSON line ``{"ready": true, "peak_extra_mib", ...}``;
+    then each stdin line ``run N`` runs N timed steps and answers ``{"seconds": s, "steps": N}``, and ``quit``
+    (or end of input) answers the final losses and exits. The caller keeps one such process per configuration
+    alive and interleaves their blocks with its own, so machine noise hits both sides alike.
+
+    peak_extra_mib: after warm-up, VmRSS is read from /proc/self/status, the peak is reset by writing "5" to
+    /proc/self/clear_refs, one step is run, and VmHWM - VmRSS_before is reported (MiB).
 
 Round-trip mode
-    ``--roundtrip DIR --input x.npy --output out.npz`` loads the SAE saved in
-    DIR with ``sae_lens.SAE.load_from_disk(DIR, device="cpu")``, runs
-    ``codes = sae.encode(x)`` and ``recon = sae.decode(codes)`` and saves both
-    (float32) to out.npz.  Prints one JSON line describing what was loaded.
+    ``--roundtrip DIR --input x.npy --output out.npz`` loads the SAE saved in DIR with
+    ``sae_lens.SAE.load_from_disk(DIR, device="cpu")``, runs ``codes = sae.encode(x)`` and
+    ``recon = sae.decode(codes)`` and saves both (float32) to out.npz. Prints one JSON line describing what
+    was loaded.
 """
 
 from __future__ import annotations
@@ -48,53 +66,40 @@ import sys
 import time
 import warnings
 
+ARCHS = ["standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"]
+TOPK_FAMILY = {"topk", "batchtopk", "matryoshka"}
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", choices=["standard", "topk"], default="standard")
+    p.add_argument("--arch", choices=ARCHS, default="standard")
     p.add_argument("--d-in", type=int, default=576)
     p.add_argument("--d-sae", type=int, default=4608)
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--k", type=int, default=32, help="TopK family: codes per token")
+    p.add_argument("--prefixes", type=int, default=5,
+                   help="matryoshka: nested widths d_sae/2^(P-1), ..., d_sae/2, d_sae")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--acts", default=None, help="float32 .npy [n, d_in]; default random normal"
-    )
+    p.add_argument("--acts", default=None, help="float32 .npy [n, d_in]; default random normal")
     p.add_argument("--lr", type=float, default=3e-4, help="SAELens default 3e-4")
-    p.add_argument(
-        "--l1-coefficient",
-        type=float,
-        default=1.0,
-        help="standard arch only; SAELens default 1.0",
-    )
-    p.add_argument(
-        "--dead-feature-window",
-        type=int,
-        default=1000,
-        help="SAELens default 1000 steps; the TopK aux loss is only "
-        "computed once some latent has not fired for this many steps "
-        "(0 => 'did not fire in the previous step' counts as dead)",
-    )
-    p.add_argument(
-        "--loop",
-        choices=["trainer", "plain"],
-        default="trainer",
-        help="trainer: SAETrainer.step (exact); plain: hand-written equivalent",
-    )
-    p.add_argument(
-        "--sparse",
-        action="store_true",
-        help="topk: use_sparse_activations=True (sparse COO decode)",
-    )
-    p.add_argument(
-        "--no-rescale",
-        action="store_true",
-        help="topk: rescale_acts_by_decoder_norm=False (SAELens default is True; "
-        "the sparse path only backprops on CPU with this set)",
-    )
+    p.add_argument("--l1-coefficient", type=float, default=1.0,
+                   help="standard and gated: the L1 coefficient; jumprelu: the L0 one (SAELens default 1.0)")
+    p.add_argument("--dead-feature-window", type=int, default=1000,
+                   help="SAELens default 1000 steps; the TopK aux loss only runs once some latent has not "
+                   "fired for this many steps")
+    p.add_argument("--loop", choices=["trainer", "plain"], default="trainer",
+                   help="trainer: SAETrainer.step (what fit runs); plain: hand-written equivalent")
+    p.add_argument("--sparse", action="store_true",
+                   help="topk: use_sparse_activations=True (sparse COO codes, torch.sparse.mm decode)")
+    p.add_argument("--no-rescale", action="store_true",
+                   help="TopK family: rescale_acts_by_decoder_norm=False (SAELens' default is True; the "
+                   "sparse path only backprops on the CPU with this set)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the SAE's training_forward_pass, as SAELens' runner does with compile_sae")
+    p.add_argument("--serve", action="store_true", help="warm up, then time `run N` blocks read from stdin")
     # round-trip mode
     p.add_argument("--roundtrip", default=None, metavar="DIR")
     p.add_argument("--input", default=None, metavar="X.npy")
@@ -108,20 +113,12 @@ warnings.filterwarnings("ignore")
 
 _REAL_STDOUT = sys.stdout
 
-with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the one JSON line
+with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON lines
     import numpy as np
     import sae_lens
     import torch
     from sae_lens import SAE
-    from sae_lens.saes import (
-        StandardTrainingSAE,
-        StandardTrainingSAEConfig,
-        TopKTrainingSAE,
-        TopKTrainingSAEConfig,
-    )
     from sae_lens.saes.sae import TrainStepInput
-
-MIB = 1024.0 * 1024.0
 
 
 def emit(obj):
@@ -154,7 +151,7 @@ def set_threads(n):
 
 # --------------------------------------------------------------------------- data
 class Batches:
-    """Yields [batch, d_in] float32 CPU tensors. Materialised outside timing."""
+    """Yields [batch, d_in] float32 CPU tensors; `take(n)` materialises n of them before a timed block."""
 
     def __init__(self, args):
         self.b = args.batch
@@ -163,15 +160,12 @@ class Batches:
         if args.acts:
             self.acts = np.load(args.acts, mmap_mode="r")
             if self.acts.ndim != 2 or self.acts.shape[1] != args.d_in:
-                raise SystemExit(
-                    f"--acts has shape {self.acts.shape}, expected [n, {args.d_in}]"
-                )
+                raise SystemExit(f"--acts has shape {self.acts.shape}, expected [n, {args.d_in}]")
             self.pool = None
         else:
             self.acts = None
             g = torch.Generator().manual_seed(args.seed + 1)
-            # a small pool of distinct random batches, cycled
-            self.pool = [torch.randn(self.b, self.d_in, generator=g) for _ in range(4)]
+            self.pool = [torch.randn(self.b, self.d_in, generator=g) for _ in range(4)]  # cycled
 
     def next(self):
         if self.pool is not None:
@@ -183,38 +177,72 @@ class Batches:
         self.pos = (self.pos + self.b) % n
         return torch.from_numpy(np.ascontiguousarray(self.acts[idx], dtype=np.float32))
 
+    def take(self, n):
+        return [self.next() for _ in range(n)]
+
 
 # --------------------------------------------------------------------------- SAE
+def config_name(args):
+    """The knobs that were set, as a short label ('default' when none)."""
+    parts = [name for flag, name in ((args.sparse, "sparse"), (args.no_rescale, "no-rescale"),
+                                     (args.compile, "compile")) if flag]
+    if args.loop != "trainer":
+        parts.append(f"{args.loop} loop")
+    return "+".join(parts) or "default"
+
+
 def build_sae(args):
-    common = {
-        "d_in": args.d_in,
-        "d_sae": args.d_sae,
-        "dtype": "float32",
-        "device": "cpu",
-    }
-    if args.arch == "standard":
-        cfg = StandardTrainingSAEConfig(l1_coefficient=args.l1_coefficient, **common)
-        return StandardTrainingSAE(cfg)
-    cfg = TopKTrainingSAEConfig(
-        k=args.k,
-        use_sparse_activations=args.sparse,
-        rescale_acts_by_decoder_norm=not args.no_rescale,
-        **common,
+    from sae_lens.saes import (
+        BatchTopKTrainingSAE,
+        BatchTopKTrainingSAEConfig,
+        GatedTrainingSAE,
+        GatedTrainingSAEConfig,
+        JumpReLUTrainingSAE,
+        JumpReLUTrainingSAEConfig,
+        MatryoshkaBatchTopKTrainingSAE,
+        MatryoshkaBatchTopKTrainingSAEConfig,
+        StandardTrainingSAE,
+        StandardTrainingSAEConfig,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
     )
-    return TopKTrainingSAE(cfg)
+
+    if args.sparse and args.arch != "topk":
+        raise SystemExit("--sparse only applies to --arch topk (SAELens' other variants have no sparse path)")
+    if args.no_rescale and args.arch not in TOPK_FAMILY:
+        raise SystemExit("--no-rescale only applies to the TopK family (topk, batchtopk, matryoshka)")
+    if args.sparse and not args.no_rescale:
+        # Checked against sae-lens 6.54: with rescale_acts_by_decoder_norm=True the sparse COO codes are
+        # multiplied by 1/||W_dec|| and backward raises NotImplementedError ('aten::view' on SparseCPU).
+        raise SystemExit("--sparse needs --no-rescale on the CPU: SAELens' sparse TopK path fails in backward "
+                         "when rescale_acts_by_decoder_norm=True")
+    common = {"d_in": args.d_in, "d_sae": args.d_sae, "dtype": "float32", "device": "cpu"}
+    topk = {"k": args.k, "rescale_acts_by_decoder_norm": not args.no_rescale}
+    if args.arch == "standard":
+        return StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=args.l1_coefficient, **common))
+    if args.arch == "gated":
+        return GatedTrainingSAE(GatedTrainingSAEConfig(l1_coefficient=args.l1_coefficient, **common))
+    if args.arch == "jumprelu":
+        return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(l0_coefficient=args.l1_coefficient, **common))
+    if args.arch == "topk":
+        return TopKTrainingSAE(TopKTrainingSAEConfig(use_sparse_activations=args.sparse, **topk, **common))
+    if args.arch == "batchtopk":
+        return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(**topk, **common))
+    widths = [max(1, args.d_sae >> (args.prefixes - 1 - i)) for i in range(args.prefixes)]
+    return MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
+        matryoshka_widths=widths, **topk, **common))
 
 
-def make_trainer_step(sae, args):
-    """Exact SAELens step: SAETrainer.step + the bookkeeping fit() does per step."""
+def make_trainer_step(sae, args, total_steps):
+    """SAELens' step as SAETrainer.fit runs it (wandb off, no checkpoints)."""
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    total_steps = args.warmup + args.steps + 2
     tcfg = SAETrainerConfig(
         total_training_samples=total_steps * args.batch,
         train_batch_size_samples=args.batch,
         lr=args.lr,
-        lr_end=args.lr,  # SAETrainer asserts lr_end is set (runner config does this)
+        lr_end=args.lr,  # SAETrainer asserts lr_end is set (the runner config does this)
         lr_scheduler_name="constant",
         adam_beta1=0.9,
         adam_beta2=0.999,
@@ -235,24 +263,17 @@ def make_trainer_step(sae, args):
 
 
 def make_plain_step(sae, args):
-    """Hand-written equivalent of SAETrainer._train_step with a bare Adam."""
+    """Hand-written equivalent of SAETrainer._train_step with a bare Adam (a diagnostic)."""
     opt = torch.optim.Adam(sae.parameters(), lr=args.lr, betas=(0.9, 0.999))
-    coeffs = {"l1": args.l1_coefficient} if args.arch == "standard" else {}
+    coeffs = {name: getattr(c, "value", c) for name, c in sae.get_coefficients().items()}
     since_fired = torch.zeros(args.d_sae)
     state = {"n": 0}
 
     def step(x):
         sae.train()
-        dead = (since_fired > args.dead_feature_window).bool()
-        out = sae.training_forward_pass(
-            TrainStepInput(
-                sae_in=x,
-                coefficients=coeffs,
-                dead_neuron_mask=dead,
-                n_training_steps=state["n"],
-                is_logging_step=False,
-            )
-        )
+        out = sae.training_forward_pass(TrainStepInput(
+            sae_in=x, coefficients=coeffs, dead_neuron_mask=(since_fired > args.dead_feature_window).bool(),
+            n_training_steps=state["n"], is_logging_step=False))
         with torch.no_grad():
             did_fire = out.feature_acts.bool().float().sum(-2).bool()
             if did_fire.is_sparse:
@@ -269,79 +290,79 @@ def make_plain_step(sae, args):
     return step
 
 
+def timed(step, batches):
+    """Seconds for the steps on these (already materialised) batches, and the last step's output."""
+    out = None
+    start = time.perf_counter()
+    for x in batches:
+        out = step(x)
+    return time.perf_counter() - start, out
+
+
 def run_benchmark(args):
-    if args.sparse and args.arch != "topk":
-        raise SystemExit("--sparse only applies to --arch topk")
-    if args.sparse and not args.no_rescale:
-        # Checked against the installed SAELens: with rescale_acts_by_decoder_norm=True
-        # the sparse COO activations are multiplied by 1/||W_dec|| and backward raises
-        # NotImplementedError ('aten::view' on SparseCPU).
-        raise SystemExit(
-            "--sparse needs --no-rescale on CPU: SAELens' sparse TopK path fails in "
-            "backward when rescale_acts_by_decoder_norm=True"
-        )
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     sae = build_sae(args)
-    step = (
-        make_trainer_step(sae, args)
-        if args.loop == "trainer"
-        else make_plain_step(sae, args)
-    )
+    if args.compile:  # compiled during the warm-up steps
+        sae.training_forward_pass = torch.compile(sae.training_forward_pass)
+    total_steps = 10**6 if args.serve else args.warmup + args.steps + 2
+    step = make_trainer_step(sae, args, total_steps) if args.loop == "trainer" else make_plain_step(sae, args)
     data = Batches(args)
-
     with contextlib.redirect_stdout(sys.stderr):
-        for _ in range(args.warmup):
-            step(data.next())
-
+        for x in data.take(args.warmup):
+            step(x)
         # ---- peak extra memory of one step (untimed)
         x = data.next()
         gc.collect()
         rss_before_kib = read_status_kib("VmRSS")
         peak_reset = reset_peak_rss()
         step(x)
-        hwm_kib = read_status_kib("VmHWM")
-        peak_extra_mib = (hwm_kib - rss_before_kib) / 1024.0
+        peak_extra_mib = (read_status_kib("VmHWM") - rss_before_kib) / 1024.0
         del x
 
-        # ---- timed steps (data materialisation excluded)
-        step_time = 0.0
-        out = None
-        for _ in range(args.steps):
-            x = data.next()
-            t0 = time.perf_counter()
-            out = step(x)
-            step_time += time.perf_counter() - t0
-
-    res = {
+    info = {
         "trainer": "sae-lens",
         "version": sae_lens.__version__,
         "arch": args.arch,
-        "tokens_per_s": (args.steps * args.batch / step_time)
-        if step_time > 0
-        else None,
-        "steps_per_s": (args.steps / step_time) if step_time > 0 else None,
+        "config": config_name(args),
+        "sae_class": type(sae).__name__,
         "peak_extra_mib": round(peak_extra_mib, 1),
-        # context
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "loop": args.loop,
         "d_in": args.d_in,
         "d_sae": args.d_sae,
         "batch": args.batch,
-        "k": args.k if args.arch == "topk" else None,
-        "steps": args.steps,
+        "k": args.k if args.arch in TOPK_FAMILY else None,
         "warmup": args.warmup,
         "data": args.acts or "randn",
         "peak_reset": peak_reset,
         "rss_before_mib": round(rss_before_kib / 1024.0, 1),
     }
-    if args.arch == "topk":
-        res["sparse"] = args.sparse
-        res["rescale_acts_by_decoder_norm"] = not args.no_rescale
-    if out is not None:
-        res["losses"] = {k: float(v.detach()) for k, v in out.losses.items()}
-    emit(res)
+    if args.arch in TOPK_FAMILY:
+        info["sparse"] = args.sparse
+        info["rescale_acts_by_decoder_norm"] = not args.no_rescale
+
+    def losses(out):
+        return {k: float(v.detach()) for k, v in out.losses.items()} if out is not None else {}
+
+    if args.serve:
+        emit({"ready": True, **info})
+        out = None
+        for line in sys.stdin:
+            cmd = line.split()
+            if not cmd or cmd[0] == "quit":
+                break
+            batches = data.take(int(cmd[1]))
+            with contextlib.redirect_stdout(sys.stderr):
+                seconds, out = timed(step, batches)
+            emit({"seconds": seconds, "steps": len(batches)})
+        emit({"done": True, "losses": losses(out)})
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        seconds, out = timed(step, data.take(args.steps))
+    emit({**info, "steps": args.steps, "tokens_per_s": args.steps * args.batch / seconds,
+          "steps_per_s": args.steps / seconds, "losses": losses(out)})
 
 
 def run_roundtrip(args):
