@@ -11,6 +11,12 @@ methods not significantly worse than the best form group 1, and so on (`bench.st
 marked. Full-width dense bases reconstruct exactly by construction, so they are not ranked on fidelity columns.
 Groups are computed for the primary columns (`PRIMARY`, what the terminal shows) and the summary's headlines.
 With several seeds a cell is the mean over seeds, its interval a t-interval over seeds.
+
+Supervised references (a task's `details["references"]`: DiffMean, LEACE, the dense probe) are figures that read
+the labels and not the dictionary, so they are the same for every method: each is one extra row per codes group,
+`<name> (<kind>)`, its figures placed in the method columns it is a bar for, ranked with the methods by the same
+paired tests (it is scored on the same units) and marked as a reference (`Row.reference`; JSON `reference`). Its
+own metrics are not repeated as columns of every method. It is never counted as a method.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ PRIMARY = {
     ("loss_recovered", "kl_share"): "KL share",  # scale-free: what a control table compares
     ("toy_superposition", "mmcs"): "toy MMCS",
     ("toy_superposition", "recovered_fraction"): "toy recovered",
+    ("sparse_probing", "auroc_k1"): "best feature",
     ("sparse_probing", "auroc_k5"): "probe k=5",
-    ("sparse_probing", "dense_auroc"): "dense probe",
     ("autointerp", "simulation"): "autointerp sim.",
     ("autointerp", "detection_auroc"): "autointerp detect",
     ("ioi_patching", "k50"): "IOI k50",
@@ -140,6 +146,7 @@ class Row:
     group: str  # "all" or "top-k"
     cells: dict[Column, Cell] = field(default_factory=dict)
     dense_full: bool = False  # a dense basis at full width: exact reconstruction by construction
+    reference: str | None = None  # a supervised reference's kind (not a method): the same for every method
 
     @property
     def values(self) -> dict[Column, float]:
@@ -235,7 +242,7 @@ class Leaderboard:
                          "ranked": c.ranked} for c in self.columns],
             "summary": self.summary.to_json(),
             "rows": [
-                {"method": r.method, "group": r.group,
+                {"method": r.method, "group": r.group, **({"reference": r.reference} if r.reference else {}),
                  "metrics": {c.key: _number(r.values.get(c)) for c in self.columns},
                  "best": [c.key for c in self.columns if self.best(r, c)],
                  "groups": {c.key: g for c in self.columns if (g := self.rank(r, c)) is not None},
@@ -317,20 +324,30 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
         targets = [_row(board, label, group)]
         if rec.get("sparse") and rec.get("matched_k") is not None:
             targets.append(_row(board, label, "top-k"))  # sparse methods also stand in the matched-sparsity group
+        references = _references(rec)
+        shown = {ref for _, _, pairs in references for ref in pairs.values()}  # in the reference rows instead
         for row in targets:
             row.dense_full = row.group == "all" and not rec.get("sparse")
             for name, m in rec["metrics"].items():
+                if name in shown:
+                    continue
                 col = Column(rec["task"], name, bool(m["higher_is_better"]))
                 if col not in board.columns:
                     board.columns.append(col)
-                cell = row.cells.setdefault(col, Cell())
-                cell.seeds[seed] = float(m["value"]) if m["value"] is not None else math.nan
-                if m.get("interval"):
-                    cell.intervals[seed] = tuple(m["interval"])
-                if m.get("interval_info"):
-                    cell.interval_info[seed] = m["interval_info"]
-                if m.get("evidence"):
-                    cell.evidence[seed] = Evidence.from_json(m["evidence"])
+                _fill(row.cells.setdefault(col, Cell()), seed, m)
+            for ref_label, kind, pairs in references:
+                ref_row = _row(board, ref_label, row.group)
+                ref_row.reference = kind
+                for name, ref in pairs.items():
+                    col = Column(rec["task"], name, bool(rec["metrics"][name]["higher_is_better"]))
+                    cell = ref_row.cells.setdefault(col, Cell())
+                    if seed not in cell.seeds:
+                        _fill(cell, seed, rec["metrics"][ref])
+                    elif not _same(cell.seeds[seed], rec["metrics"][ref]["value"]):
+                        note = (f"{ref_label}: {rec['task']}.{ref} differs between methods (a reference must not "
+                                "depend on the dictionary); the first method's value is shown")
+                        if note not in board.notes:
+                            board.notes.append(note)
         for note in rec.get("details", {}).get("board_notes", []):  # e.g. which judge scored, and how well
             if note not in board.notes:
                 board.notes.append(note)
@@ -347,9 +364,39 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
             if knote not in board.notes:
                 board.notes.append(knote)
     for board in boards.values():
-        board.rows.sort(key=lambda r: (r.group != "all", order.get(_base(r.method), len(order)), r.method))
+        board.rows.sort(key=lambda r: (r.group != "all", r.reference is not None,
+                                       order.get(_base(r.method), len(order)), r.method))
         board.notes.append(_uncertainty_note(board))
     return list(boards.values())
+
+
+def _fill(cell: Cell, seed: int, m: dict[str, Any]) -> None:
+    """A result record's metric `m` as the cell's entry for `seed`."""
+    cell.seeds[seed] = float(m["value"]) if m["value"] is not None else math.nan
+    if m.get("interval"):
+        cell.intervals[seed] = tuple(m["interval"])
+    if m.get("interval_info"):
+        cell.interval_info[seed] = m["interval_info"]
+    if m.get("evidence"):
+        cell.evidence[seed] = Evidence.from_json(m["evidence"])
+
+
+def _references(rec: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
+    """The record's supervised references as (row label, kind, {column metric: reference metric}), keeping the
+    pairs whose two metrics the record has. Records without details (the history) have none."""
+    out = []
+    for name, ref in rec.get("details", {}).get("references", {}).items():
+        pairs = {col: m for col, m in ref.get("metrics", {}).items() if col in rec["metrics"] and m in rec["metrics"]}
+        if pairs:
+            kind = ref.get("kind", "reference")
+            out.append((f"{name} ({kind})", kind, pairs))
+    return out
+
+
+def _same(value: float, other: float | None) -> bool:
+    """One reference figure seen in two methods' records: equal up to float32 noise (NaN equals NaN)."""
+    other = math.nan if other is None else float(other)
+    return (math.isnan(value) and math.isnan(other)) or math.isclose(value, other, rel_tol=1e-6, abs_tol=1e-9)
 
 
 def _row(board: Leaderboard, label: str, group: str) -> Row:

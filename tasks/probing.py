@@ -1,5 +1,5 @@
 """Probing pieces shared by the tasks that read concepts off features (sparse probing, concept erasure): the probe,
-feature ranking, pooling, and the per-unit evidence behind probe metrics (`bench.stats`).
+the DiffMean direction, feature ranking, pooling, and the per-unit evidence behind probe metrics (`bench.stats`).
 
 A probe is fitted on the train split and scored on test examples; its test scores are then held fixed, so the
 intervals built here resample the test units only: they cover test-sample variance, not refitting the probe.
@@ -56,6 +56,17 @@ def probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: 
     """(test AUROC, test balanced accuracy) of `fit_probe`."""
     r = fit_probe(x_train, y_train, x_test, y_test, c)
     return r.auroc, r.accuracy
+
+
+def diffmean(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> ProbeResult:
+    """DiffMean (AxBench, Wu et al. 2025): the direction w = mean(x | pos) - mean(x | neg) on train, read on test as
+    the score x . w; the prediction thresholds it half-way between the train class means' projections (nothing is
+    fitted beyond the two means). x `[n, w]`, y `[n]` bool."""
+    y_train = np.asarray(y_train, dtype=bool)
+    pos, neg = x_train[y_train].mean(0), x_train[~y_train].mean(0)
+    w = pos - neg
+    score = x_test @ w
+    return ProbeResult(score, score > 0.5 * (pos + neg) @ w, np.asarray(y_test, dtype=bool))
 
 
 def top_features(codes: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:

@@ -15,9 +15,18 @@ Concepts, each a set of binary problems with real labels (Kantamneni et al. 2025
 
 For each problem the k features with the largest standardised difference of class means on the train split are
 chosen (k in `ks`), a logistic-regression probe on them is fitted on train and scored on test by AUROC and balanced
-accuracy. A dense logistic-regression probe on the raw activations (all d_model dimensions, same examples) is the
-bar to beat: the same for every method. Metrics per concept (`<concept>_auroc_k<k>`, `<concept>_dense_auroc`),
-and means over concepts (`auroc_k<k>`, `accuracy_k<k>`, `dense_auroc`, `dense_accuracy`).
+accuracy. At k = 1 this AUROC is the single best feature's own (AxBench's concept detection score): a class-balanced
+logistic regression on one feature has the sign of the feature's train class-mean difference (its loss is convex
+and its slope at w = 0 points that way), so its scores rank the test examples as the signed code does.
+
+Two supervised references, the same for every method (they read the raw activations and the labels, never the
+dictionary): a dense logistic-regression probe on all d_model dimensions, the bar to beat; and DiffMean (Wu et al.
+2025), the direction mean(x | pos) - mean(x | neg) on the train split, whose score is x . w (AxBench: it detects
+concepts better than SAE features). Metrics per concept (`<concept>_auroc_k<k>`, `<concept>_dense_auroc`,
+`<concept>_diffmean_auroc`) and means over concepts (`auroc_k<k>`, `accuracy_k<k>`, `dense_auroc`,
+`dense_accuracy`, `diffmean_auroc`, `diffmean_accuracy`: the threshold half-way between the projected class means).
+`details["references"]` tells the leaderboard to show each reference as one row beside the methods (DiffMean in
+the k = 1 columns, the dense probe in every k column), ranked with them.
 
 Uncertainty: the unit is a test example (a prompt; for genre a document). Each probe's test scores are kept, so
 every metric is `bench.stats` evidence over those units (AUROC: `auroc`; balanced accuracy: a grouped ratio over
@@ -40,11 +49,16 @@ from bench.specs import param, positive
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.concept_erasure.concepts import number_concept, pronoun_concept
 from tasks.ioi.dataset import repeated_names
-from tasks.probing import ProbeResult, Scored, accuracy_evidence, auroc_evidence, fit_probe, mean_by, top_features
+from tasks.probing import (ProbeResult, Scored, accuracy_evidence, auroc_evidence, diffmean, fit_probe, mean_by,
+                           top_features)
 from tasks.prompts import special_ids
 from tasks.sampling import coverage, split_genres, spread_contexts
 
 TOKEN_CONCEPTS = ("pronoun", "number", "repeated_name")
+# The supervised references, the same for every method (they read the raw activations and the labels): key -> what.
+REFERENCES = {"dense": "a dense logistic probe on the raw activations (the bar to beat)",
+              "diffmean": "the DiffMean direction (train class-mean difference of the raw activations)"}
+BEST_FEATURE = "the single best feature (a one-feature probe ranks examples as the feature's own code does)"
 
 
 @dataclass
@@ -141,9 +155,11 @@ class SparseProbing(Task):
     c: float = positive(1.0)  # inverse L2 strength of the logistic regressions
 
     name = "sparse_probing"
-    description = "probes for genre, pronoun, number and repeated names on each method's top-k features vs a dense probe"
+    description = ("probes for genre, pronoun, number and repeated names on each method's top-k features vs a dense "
+                   "probe and DiffMean")
     needs_model = True
     topk_rows = False  # the features are chosen per problem here, so the top-k variants add nothing
+    version = 2  # 2: DiffMean reference metrics
 
     def prepare(self, ctx: TaskContext) -> None:
         self._sets: dict[str, ProbeSet] = {}
@@ -157,26 +173,51 @@ class SparseProbing(Task):
         if not self._sets:
             raise BenchError("sparse_probing: no concept has enough labelled examples; keep a token-level concept in "
                              "`concepts` or use a labelled corpus (the shipped one, or --text with a 'genre' field)")
-        self._dense: dict[str, dict[str, ProbeResult]] = {}
+        self._fit_references(ctx.seed)
+
+    def _fit_references(self, seed: int) -> None:
+        """The supervised references read the raw activations, not the dictionary: fitted, scored and summarised
+        once per run, on the concepts' examples (`self._sets`)."""
+        self._reference: dict[str, dict[str, dict[str, ProbeResult]]] = {}  # concept -> problem -> key -> scores
         for concept, ps in self._sets.items():
             raw_train, raw_test = _pool(ps.train, lambda x: x), _pool(ps.test, lambda x: x)
-            self._dense[concept] = {p: fit_probe(raw_train, ys[0], raw_test, ys[1], self.c)
-                                    for p, ys in ps.problems.items()}
+            self._reference[concept] = {p: {"dense": fit_probe(raw_train, ys[0], raw_test, ys[1], self.c),
+                                            "diffmean": diffmean(raw_train, ys[0], raw_test, ys[1])}
+                                        for p, ys in ps.problems.items()}
+        self._reference_metrics = self._metrics(self._reference, REFERENCES, seed)
 
     def evaluate(self, dictionary: Dictionary, ctx: TaskContext) -> TaskOutput:
         dictionary = dictionary.to(ctx.device)
         encode = lambda x: dictionary.encode(x.to(ctx.device)).cpu()  # noqa: E731
-        keys = ["dense", *(f"k{k}" for k in self.ks)]
         fits: dict[str, dict[str, dict[str, ProbeResult]]] = {}  # concept -> problem -> key -> test scores
         for concept, ps in self._sets.items():
             codes_train, codes_test = _pool(ps.train, encode), _pool(ps.test, encode)
             fits[concept] = {}
             for problem, (y_train, y_test) in ps.problems.items():
-                row = {"dense": self._dense[concept][problem]}
+                row = {}
                 for k in self.ks:
                     chosen = top_features(codes_train, y_train, k)
                     row[f"k{k}"] = fit_probe(codes_train[:, chosen], y_train, codes_test[:, chosen], y_test, self.c)
                 fits[concept][problem] = row
+        what = {f"k{k}": f"a probe on the top {k} features" if k > 1 else BEST_FEATURE for k in self.ks}
+        metrics = {**self._metrics(fits, what, ctx.seed),
+                   **self._reference_metrics}
+        per_problem = {c: {p: {key: {"auroc": r.auroc, "accuracy": r.accuracy}
+                               for key, r in {**self._reference[c][p], **fits[c][p]}.items()}
+                           for p in rows} for c, rows in fits.items()}
+        details = {"concepts": list(fits), "per_problem": per_problem,
+                   "n_examples": {c: [len(ps.train), len(ps.test)] for c, ps in self._sets.items()},
+                   "units": {c: {"unit": ps.unit, "n_test": len(ps.test_ids)} for c, ps in self._sets.items()},
+                   "coverage": {c: ps.coverage for c, ps in self._sets.items()},
+                   "references": self._references(),
+                   "interval_note": "bootstrap over test units with each probe as fitted on train: test-sample "
+                                    "variance only, not refitting the probe or re-choosing the features"}
+        return TaskOutput(metrics, details)
+
+    def _metrics(self, fits: dict[str, dict[str, dict[str, ProbeResult]]], keys: dict[str, str],
+                 seed: int) -> dict[str, Metric]:
+        """AUROC and balanced accuracy of each key's scores (`keys`: key -> what it reads), as means over concepts
+        (`<name>`) and per concept (`<concept>_<name>` AUROC); `_name` spells the names."""
 
         def scored(concepts: list[str], key: str) -> list[Scored]:
             """Each concept's problems, weighted so that every concept counts equally in a mean over concepts."""
@@ -185,30 +226,35 @@ class SparseProbing(Task):
 
         every = list(fits)
         unit = self._sets[every[0]].unit if len({self._sets[c].unit for c in every}) == 1 else "example"
-        of = lambda ev, description: Metric.of(ev, True, description, seed=ctx.seed)  # noqa: E731
+        of = lambda ev, description: Metric.of(ev, True, description, seed=seed)  # noqa: E731
         metrics: dict[str, Metric] = {}
-        for k in self.ks:
-            metrics[f"auroc_k{k}"] = of(auroc_evidence(scored(every, f"k{k}"), unit),
-                                        f"probe AUROC on the top {k} features, mean over concepts")
-            metrics[f"accuracy_k{k}"] = of(accuracy_evidence(scored(every, f"k{k}"), unit),
-                                           f"probe balanced accuracy on the top {k} features, mean over concepts")
-        metrics["dense_auroc"] = of(auroc_evidence(scored(every, "dense"), unit),
-                                    "dense probe on the raw activations: the bar to beat")
-        metrics["dense_accuracy"] = of(accuracy_evidence(scored(every, "dense"), unit),
-                                       "dense probe's balanced accuracy")
+        for key, what in keys.items():
+            metrics[_name(key, "auroc")] = of(auroc_evidence(scored(every, key), unit),
+                                              f"AUROC of {what}, mean over concepts")
+            metrics[_name(key, "accuracy")] = of(accuracy_evidence(scored(every, key), unit),
+                                                 f"balanced accuracy of {what}, mean over concepts")
         for concept in every:
-            u = self._sets[concept].unit
-            for k in self.ks:
-                metrics[f"{concept}_auroc_k{k}"] = of(auroc_evidence(scored([concept], f"k{k}"), u),
-                                                      f"{concept} probe AUROC, top {k} features")
-            metrics[f"{concept}_dense_auroc"] = of(auroc_evidence(scored([concept], "dense"), u),
-                                                   f"{concept} dense probe AUROC")
-        per_problem = {c: {p: {key: {"auroc": r[key].auroc, "accuracy": r[key].accuracy} for key in keys}
-                           for p, r in rows.items()} for c, rows in fits.items()}
-        details = {"concepts": every, "per_problem": per_problem,
-                   "n_examples": {c: [len(ps.train), len(ps.test)] for c, ps in self._sets.items()},
-                   "units": {c: {"unit": ps.unit, "n_test": len(ps.test_ids)} for c, ps in self._sets.items()},
-                   "coverage": {c: ps.coverage for c, ps in self._sets.items()},
-                   "interval_note": "bootstrap over test units with each probe as fitted on train: test-sample "
-                                    "variance only, not refitting the probe or re-choosing the features"}
-        return TaskOutput(metrics, details)
+            for key, what in keys.items():
+                metrics[f"{concept}_{_name(key, 'auroc')}"] = of(auroc_evidence(scored([concept], key),
+                                                                                self._sets[concept].unit),
+                                                                 f"{concept}: AUROC of {what}")
+        return metrics
+
+    def _references(self) -> dict[str, dict]:
+        """The supervised references as the leaderboard shows them: one row each, its metric in the method columns
+        it is a bar for (column metric -> reference metric). The dense probe stands in every top-k column; DiffMean,
+        one direction, beside the single best feature (k = 1)."""
+        concepts = list(self._sets)
+        dense = {}
+        for k in self.ks:
+            dense |= {f"auroc_k{k}": "dense_auroc", f"accuracy_k{k}": "dense_accuracy",
+                      **{f"{c}_auroc_k{k}": f"{c}_dense_auroc" for c in concepts}}
+        mean = {"auroc_k1": "diffmean_auroc", "accuracy_k1": "diffmean_accuracy",
+                **{f"{c}_auroc_k1": f"{c}_diffmean_auroc" for c in concepts}} if 1 in self.ks else {}
+        kind = "supervised reference"
+        return {"dense probe": {"kind": kind, "metrics": dense}, "diffmean": {"kind": kind, "metrics": mean}}
+
+
+def _name(key: str, stat: str) -> str:
+    """Metric names: `auroc_k5` for a top-k probe, `dense_auroc` / `diffmean_auroc` for a reference."""
+    return f"{key}_{stat}" if key in REFERENCES else f"{stat}_{key}"

@@ -130,6 +130,11 @@ def test_mean_difference_projection_equalises_the_class_means():
     assert torch.allclose(edited[y].mean(0), edited[~y].mean(0), atol=1e-4)  # the means coincide...
     u = eraser.u
     assert torch.allclose(edited - x, ((edited - x) @ u)[:, None] * u, atol=1e-5)  # ...moving x only along u
+    # u is the DiffMean direction; after the edit both classes project to the same value on it (every example does)
+    diff = x[y].mean(0) - x[~y].mean(0)
+    assert torch.allclose(u, diff / diff.norm(), atol=1e-6)
+    assert (edited[y] @ u).mean() == pytest.approx(float((edited[~y] @ u).mean()), abs=1e-4)
+    assert torch.allclose(edited @ u, torch.full((len(x),), float(x.mean(0) @ u)), atol=1e-4)
 
 
 def test_feature_ablation_by_hand():
@@ -288,6 +293,36 @@ def test_metrics_are_the_task_formulas_with_intervals_over_prompts_and_documents
     assert lea["intervals"]["kl"]["interval"][0] <= lea["kl"] <= lea["intervals"]["kl"]["interval"][1]
 
 
+def test_leace_and_diffmean_are_reference_metrics_over_the_same_units(prepared, neurons_out):
+    """The reference edits' figures in details are metrics too (`<concept>_diffmean_erasure`, means over concepts
+    `leace_erasure`, ...), with the methods' units, and `details["references"]` puts each beside the method column
+    it is a bar for."""
+    out = neurons_out
+    means: dict[str, list[float]] = {}
+    for name, d in out.details["concepts"].items():
+        for baseline, prefix in (("leace", "leace"), ("mean_difference", "diffmean")):
+            ref = d[baseline]
+            for key, figure in (("erasure", "erasure"), ("behaviour_erasure", "behaviour_erasure"), ("damage_kl", "kl")):
+                metric = out.metrics.get(f"{name}_{prefix}_{key}")
+                if key == "behaviour_erasure" and "behaviour" not in ref:
+                    assert metric is None  # genre has no answer to erase
+                    continue
+                if figure not in ref:  # the clean probe / model at chance: nothing to erase, and the metric says so
+                    assert metric.value is None and metric.interval_info.reason, (name, prefix, key)
+                    continue
+                assert metric.value == pytest.approx(ref[figure], abs=1e-9), (name, prefix, key)
+                assert metric.evidence.ids == out.metrics[f"{name}_{key}"].evidence.ids  # paired with the methods
+                means.setdefault(f"{prefix}_{key}", []).append(ref[figure])
+    assert set(means) >= {"leace_erasure", "diffmean_erasure", "leace_damage_kl", "diffmean_damage_kl"}
+    for key, values in means.items():
+        assert out.metrics[key].value == pytest.approx(np.mean(values), abs=1e-9), key
+    refs = out.details["references"]
+    assert refs["diffmean"]["metrics"]["erasure"] == "diffmean_erasure"
+    assert refs["leace"]["metrics"]["pronoun_behaviour_erasure"] == "pronoun_leace_behaviour_erasure"
+    assert all(col in out.metrics and m in out.metrics for r in refs.values() for col, m in r["metrics"].items())
+    assert "DiffMean" in out.details["board_notes"][0]
+
+
 def test_two_dictionaries_are_scored_on_the_same_units(prepared, neurons_out):
     task, ctx = prepared
     d = ctx.store.d_model
@@ -297,3 +332,5 @@ def test_two_dictionaries_are_scored_on_the_same_units(prepared, neurons_out):
         if metric.evidence is not None:
             assert other.metrics[name].evidence.ids == metric.evidence.ids, name
     assert other.metrics["damage_kl"].value != neurons_out.metrics["damage_kl"].value
+    for name in ("leace_erasure", "diffmean_erasure", "diffmean_damage_kl", "pronoun_diffmean_behaviour_erasure"):
+        assert other.metrics[name].value == neurons_out.metrics[name].value, name  # references: dictionary-free

@@ -4,7 +4,8 @@
   tokens), keeping the reconstruction error: x' = x + decode(c') - decode(c).
 - `leace`: LEACE (Belrose et al. 2023, package `concept-erasure`), the least-squares linear eraser that makes the
   concept linearly unreadable on the data it was fitted on: the bound for what a linear edit can do.
-- `MeanDifference`: project out the direction between the two class means.
+- `MeanDifference`: project out the direction between the two class means (DiffMean erasure: AxBench's DiffMean
+  direction, Wu et al. 2025); afterwards both classes' means project to the same value on it.
 """
 
 from __future__ import annotations

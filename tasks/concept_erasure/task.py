@@ -12,8 +12,12 @@ control, k random features that fire on the concept's tokens are ablated the sam
 - damage on unrelated corpus text with the same edit spliced in: KL(p_clean || p_edited) per token, the increase of
   cross-entropy, and the edit's size relative to the activation norm. The damage contexts are spread over the
   eval split's documents and genres (seeded), away from the genre examples' documents where it can.
-Baselines, the same for every method and in every result: LEACE (the provable linear eraser) and a mean-difference
-projection, both fitted on the pooled training activations.
+Supervised references, the same for every method and in every result: LEACE (the provable linear eraser) and
+DiffMean erasure (project out the difference of the class means, AxBench's DiffMean direction; `mean_difference`
+in `details`), both fitted on the labelled, pooled training activations and measured as the ablations are. Their
+figures are metrics too (`leace_erasure`, `diffmean_behaviour_erasure`, `<concept>_diffmean_damage_kl`, ...: the
+share removed by the one edit, no k), over the same units, so the leaderboard shows each as a row ranked with the
+methods (`details["references"]`).
 
 Summary per concept: `erasure` = mean over k of the share of the probe's above-chance accuracy removed, the same
 for the random control and for behaviour, and the mean damage KL; averaged over concepts as `erasure`,
@@ -54,6 +58,10 @@ BEHAVIOUR_SOURCES = ("test prompts",)
 DAMAGE_SOURCES = ("damage documents",)
 PROBE_ERASURE = "mean over k of the share of the retrained probe's above-chance balanced accuracy removed (1 = chance)"
 BEHAVIOUR_ERASURE = "mean over k of the share of the model's above-chance answer probability removed"
+# The supervised reference edits (`prepare`'s baselines, fitted on the labelled train split), as metrics and
+# leaderboard rows: baseline key -> (metric prefix and row name, what it is).
+REFERENCES = {"leace": ("leace", "LEACE"),
+              "mean_difference": ("diffmean", "DiffMean (project out the train class-mean difference)")}
 
 
 @dataclass
@@ -151,6 +159,7 @@ class ConceptErasure(Task):
     description = "ablate the k features most tied to a concept: retrained-probe accuracy, behaviour, damage; vs LEACE"
     needs_model = True
     topk_rows = False
+    version = 2  # 2: LEACE and DiffMean as reference metrics
 
     # --- dictionary-independent work ---------------------------------------------------------------------------
     def prepare(self, ctx: TaskContext) -> None:
@@ -203,6 +212,10 @@ class ConceptErasure(Task):
         self._reference = {c.name: {"clean": self._with_intervals(c, self.clean[c.name], ctx.seed),
                                     **{b: self._with_intervals(c, m, ctx.seed, self.clean[c.name])
                                        for b, m in self.baselines[c.name].items()}} for c in self.concepts}
+        self._reference_metrics: dict[str, Metric] = {}
+        for baseline, (name, what) in REFERENCES.items():
+            self._reference_metrics |= self._metrics({c.name: {"top": [self.baselines[c.name][baseline]]}
+                                                      for c in self.concepts}, ctx.seed, name, what)
 
     def _prompt_examples(self, ctx: TaskContext, ps, concept: str) -> Examples:
         model, store = ctx.model, ctx.store
@@ -361,60 +374,80 @@ class ConceptErasure(Task):
                 if ctx.progress:
                     ctx.progress(len(rows) + len(self.ks) * len(per_concept), len(self.ks) * len(self.concepts))
             per_concept[c.name] = {"curve": rows, **self._reference[c.name]}
-        metrics = self._metrics(measured, ctx.seed)
+        metrics = {**self._metrics(measured, ctx.seed), **self._reference_metrics}
         return TaskOutput(metrics, {"concepts": per_concept, "coverage": self.coverage,
                                     "units": {"probe": {c.name: c.unit for c in self.concepts},
                                               "behaviour": "prompt", "damage": "document"},
                                     "interval_note": "bootstrap over test units (probes held as fitted on the "
                                                      "edited train split) and damage documents: test-sample "
                                                      "variance only",
+                                    "references": self._references(metrics),
                                     "board_notes": [self._note()]})
 
-    def _metrics(self, measured: dict[str, dict[str, list[Measured]]], seed: int) -> dict[str, Metric]:
+    def _metrics(self, measured: dict[str, dict[str, list[Measured]]], seed: int, reference: str = "",
+                 what: str = "") -> dict[str, Metric]:
         """Per concept and over concepts: probe and behaviour erasure (and their random controls) as grouped
-        ratios over test units (groups: k, and concept), damage KL as a grouped ratio over damage documents."""
+        ratios over test units (groups: k, and concept), damage KL as a grouped ratio over damage documents.
+        With `reference` (a name, e.g. `diffmean`), the one edit in `measured[concept]["top"]` is that reference's
+        (`what` says what it is): the same figures, named `<reference>_<key>` and `<concept>_<reference>_<key>`,
+        without random controls."""
         by_name = {c.name: c for c in self.concepts}
-        blocks: dict[str, list] = {key: [] for key in ("erasure", "erasure_random", "behaviour_erasure",
-                                                         "behaviour_erasure_random", "damage_kl")}
+        keys = ("erasure", "behaviour_erasure", "damage_kl") if reference else (
+            "erasure", "erasure_random", "behaviour_erasure", "behaviour_erasure_random", "damage_kl")
+        blocks: dict[str, list] = {key: [] for key in keys}
         units: dict[str, set[str]] = {key: set() for key in blocks}
         metrics: dict[str, Metric] = {}
+        prefix = f"{reference}_" if reference else ""
+        over_k = (lambda d: f"{what}: {d.removeprefix('mean over k of ')}") if reference else (lambda d: d)  # noqa: E731
         random_note = "the same with k random firing features ablated (the control)"
         for name, m in measured.items():
             c, clean = by_name[name], self.clean[name]
             specs = [("damage_kl", self._damage_block(m["top"]), "document", DAMAGE_SOURCES, False,
-                      "mean over k of KL(clean || edited) per token on unrelated text", None)]
+                      over_k("mean over k of KL(clean || edited) per token on unrelated text"), None)]
             at_chance = clean.probe.accuracy - CHANCE <= MIN_ABOVE_CHANCE
             specs += [(key, self._probe_block(c, m[which]), c.unit, PROBE_SOURCES, True, desc,
                        "the clean probe is at chance: nothing to erase" if at_chance else None)
                       for key, which, desc in (
-                          ("erasure", "top", PROBE_ERASURE),
-                          ("erasure_random", "random", random_note))]
+                          ("erasure", "top", over_k(PROBE_ERASURE)),
+                          ("erasure_random", "random", random_note)) if key in blocks]
             if c.answers is not None:
                 at_chance = clean.right.mean() - CHANCE <= MIN_ABOVE_CHANCE
                 specs += [(key, self._behaviour_block(c, m[which]), "prompt", BEHAVIOUR_SOURCES, True, desc,
                            "the clean model is at chance: nothing to erase" if at_chance else None)
                           for key, which, desc in (
-                              ("behaviour_erasure", "top", BEHAVIOUR_ERASURE),
-                              ("behaviour_erasure_random", "random", random_note))]
+                              ("behaviour_erasure", "top", over_k(BEHAVIOUR_ERASURE)),
+                              ("behaviour_erasure_random", "random", random_note)) if key in blocks]
             for key, block, unit, sources, higher, desc, skip in specs:
                 if skip:
-                    metrics[f"{name}_{key}"] = Metric.without_interval(None, higher, desc, skip,  # type: ignore[arg-type]
-                                                                       unit=unit, n=len(set(block[0])))
+                    metrics[f"{name}_{prefix}{key}"] = Metric.without_interval(
+                        None, higher, desc, skip, unit=unit, n=len(set(block[0])))  # type: ignore[arg-type]
                     continue
-                metrics[f"{name}_{key}"] = Metric.of(grouped_ratio([block], unit, sources), higher, desc, seed)
+                metrics[f"{name}_{prefix}{key}"] = Metric.of(grouped_ratio([block], unit, sources), higher, desc, seed)
                 blocks[key].append(block)
                 units[key].add(unit)
-        for key, higher in (("erasure", True), ("erasure_random", True), ("behaviour_erasure", True),
-                            ("behaviour_erasure_random", True), ("damage_kl", False)):
-            desc = f"mean over concepts of <concept>_{key}"
+        for key in keys:
+            higher = key != "damage_kl"
+            desc = f"mean over concepts of <concept>_{prefix}{key}"
             if not blocks[key]:
-                metrics[key] = Metric.without_interval(None, higher, desc,  # type: ignore[arg-type]
-                                                       "no concept has anything to erase")
+                metrics[f"{prefix}{key}"] = Metric.without_interval(None, higher, desc,  # type: ignore[arg-type]
+                                                                    "no concept has anything to erase")
                 continue
             unit = next(iter(units[key])) if len(units[key]) == 1 else "example"
             sources = DAMAGE_SOURCES if key == "damage_kl" else ("test sample",)
-            metrics[key] = Metric.of(grouped_ratio(blocks[key], unit, sources), higher, desc, seed)
+            metrics[f"{prefix}{key}"] = Metric.of(grouped_ratio(blocks[key], unit, sources), higher, desc, seed)
         return metrics
+
+    def _references(self, metrics: dict[str, Metric]) -> dict[str, dict]:
+        """LEACE and DiffMean as the leaderboard shows them: one row each, its figures in the method columns they
+        are a bar for (column metric -> reference metric)."""
+        out = {}
+        for name, _ in REFERENCES.values():
+            pairs = {key: f"{name}_{key}" for key in ("erasure", "behaviour_erasure", "damage_kl")}
+            pairs |= {f"{c.name}_{key}": f"{c.name}_{name}_{key}" for c in self.concepts
+                      for key in ("erasure", "behaviour_erasure", "damage_kl")}
+            out[name] = {"kind": "supervised reference",
+                         "metrics": {col: ref for col, ref in pairs.items() if col in metrics and ref in metrics}}
+        return out
 
     def _note(self) -> str:
         parts = []
@@ -427,7 +460,9 @@ class ConceptErasure(Task):
                 return f"{d[key]:.{digits}f}" + (f" [{iv[0]:.{digits}f}, {iv[1]:.{digits}f}]" if iv else "")
 
             beh = lambda d: f", behaviour {fig(d, 'behaviour')}" if "behaviour" in d else ""  # noqa: E731
+            dm = ref["mean_difference"]
             parts.append(f"{c.name}: clean probe {fig(clean, 'probe')}{beh(clean)}; LEACE probe {fig(lea, 'probe')}"
-                         f"{beh(lea)}, KL {fig(lea, 'kl', 3)}")
+                         f"{beh(lea)}, KL {fig(lea, 'kl', 3)}; DiffMean probe {fig(dm, 'probe')}{beh(dm)}, "
+                         f"KL {fig(dm, 'kl', 3)}")
         return ("concept_erasure (k = " + ", ".join(map(str, self.ks)) + "; balanced accuracy, 95% intervals over "
                 "test units): " + "; ".join(parts))
