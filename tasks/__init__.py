@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from bench.plugins import BUILTIN, load_plugins
 from bench.specs import build
+from tasks.absorption import Absorption
 from tasks.autointerp import AutoInterp
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.concept_erasure import ConceptErasure
+from tasks.disentanglement import Disentanglement
 from tasks.ioi import IOIPatching
 from tasks.loss_recovered import LossRecovered
 from tasks.reconstruction import Reconstruction
@@ -16,7 +18,8 @@ from tasks.stability import Stability
 from tasks.toy_superposition import ToySuperposition
 
 REGISTRY: dict[str, type[Task]] = {cls.name: cls for cls in (Reconstruction, LossRecovered, ToySuperposition, SparseProbing,
-                                                         AutoInterp, IOIPatching, ConceptErasure, Stability)}
+                                                         AutoInterp, IOIPatching, ConceptErasure, Stability,
+                                                         Absorption, Disentanglement)}
 ORIGINS: dict[str, str] = dict.fromkeys(REGISTRY, BUILTIN)  # name -> package that provides it
 load_plugins("decompbench.tasks", Task, REGISTRY, ORIGINS)
 
