@@ -167,7 +167,7 @@ PHASES = ("encode", "select", "activate", "decode", "aux", "backward", "project"
 
 
 def phase_table(run_dir: Path):
-    """Where each SAE's training steps went (`fit_info.step_seconds` of its dictionary, methods.phases): ms per
+    """Where each SAE's training steps went (`timing.step_seconds` in its dictionary.json, methods.phases): ms per
     step by phase, and the shared pass's own time (reading batches, checkpoints). None when no SAE recorded laps."""
     from rich.markup import escape
     from rich.table import Table
@@ -175,13 +175,14 @@ def phase_table(run_dir: Path):
     rows, shared = [], {}
     for path in sorted(Path(run_dir).glob("**/dictionaries/*/dictionary.json")):
         try:
-            info = json.loads(path.read_text())["meta"]["fit_info"]
-            phases, steps = info["step_seconds"], int(info["steps"])
+            meta = json.loads(path.read_text())["meta"]
+            info, timing = meta["fit_info"], meta["timing"]
+            phases, steps = timing["step_seconds"], int(info["steps"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if phases and steps > 0:
             rows.append((path.parent.relative_to(run_dir).as_posix(), phases, steps))
-            shared[str(info.get("data_seed"))] = (info.get("pass_seconds") or {}, steps)
+            shared[str(info.get("data_seed"))] = (timing.get("pass_seconds") or {}, steps)
     if not rows:
         return None
     table = Table(title="SAE training: milliseconds per step by phase (methods/phases.py)")

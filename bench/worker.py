@@ -234,6 +234,7 @@ class Workspace:
         for (label, method), dictionary in zip(members, dictionaries, strict=True):
             dictionary.save(side.dictionary_dir(label), {
                 "method": label, "params": asdict(method), "fit_seconds": share, "fit_info": method.fit_info_,
+                "timing": method.timing_,
                 "activations": store.manifest["key"], "hook": store.hook, "model": store.manifest["spec"]["model"],
                 "control": side.control, "code_versions": code_versions(method)})
             seconds[label] = share

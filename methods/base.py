@@ -57,6 +57,7 @@ class Method(abc.ABC):
     def __post_init__(self) -> None:
         check_fields(self)  # types and ranges of every field, before any expensive work
         self.fit_info_: dict = {}  # what the last fit reports about itself (iterations, convergence, losses)
+        self.timing_: dict = {}  # where the last fit's time went (SAEs: seconds per step phase); not in results
 
     def preflight(self) -> None:  # noqa: B027 - optional hook
         """Check what can be checked without the model or activations (files the method reads, their format), so

@@ -6,7 +6,7 @@ weights they would get alone: each has its own initialisation generator, optimis
 same batches in the same order because they share `batch_size`, `epochs` and `seed` (`group_key`). On a CPU
 the SAEs of a pass are stepped by `workers` threads side by side, each SAE's arithmetic on one thread
 (`_Stepper`), so the weights do not depend on the worker count either. Where each step's time goes is kept per
-phase (`methods.phases`) in `fit_info["step_seconds"]`.
+phase (`methods.phases`) in `method.timing_`, saved with the dictionary.
 
 Per step and per SAE: the variant's forward pass and loss, backward, (unit decoder: the gradient component along
 each decoder row removed), Adam, (unit decoder: rows renormalised), dead-latent bookkeeping and, if configured,
@@ -344,11 +344,12 @@ def train_saes(methods: list[SAEMethod], data: TrainingData, progress: ProgressF
                                  "sparse_step_fraction": slot.sparse_steps / max(1, total),
                                  "trained_with": len(slots), "input_scale": float(slot.sae.input_scale),
                                  "data_seed": data_seed,
-                                 # wall seconds per step phase of this SAE, and of the pass it shared (CPU only)
-                                 "step_seconds": {k: round(v, 3) for k, v in slot.laps.seconds.items()},
-                                 "pass_seconds": {k: round(v, 3) for k, v in loop.seconds.items()},
                                  "d_dict": slot.sae.d_dict,
                                  **{f"last_{k}": v for k, v in slot.last.items() if k not in {"loss", "mse", "l0"}}}
+        # Wall seconds per step phase of this SAE and of the pass it shared (CPU only): apart from `fit_info`, which
+        # results copy and which must not differ between two runs of the same settings.
+        slot.method.timing_ = {"step_seconds": {k: round(v, 3) for k, v in slot.laps.seconds.items()},
+                               "pass_seconds": {k: round(v, 3) for k, v in loop.seconds.items()}}
         out.append(slot.sae.cpu().eval())
     if ckpt.directory:
         shutil.rmtree(ckpt.directory, ignore_errors=True)

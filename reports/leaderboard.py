@@ -53,6 +53,11 @@ PRIMARY = {
     ("concept_erasure", "damage_kl"): "erase damage KL",
     ("stability", "pw_mcc"): "stability PW-MCC",
     ("stability", "mean_max_cos"): "stability max cos",
+    ("absorption", "absorption"): "absorption",
+    ("absorption", "probe_accuracy"): "letter probe acc.",
+    ("disentanglement", "score"): "RAVEL score",
+    ("disentanglement", "cause"): "RAVEL cause",
+    ("disentanglement", "isolation"): "RAVEL isolation",
 }
 
 
@@ -66,6 +71,8 @@ HEADLINE = {
     ("concept_erasure", "behaviour_erasure"): "erasure of the answer",
     ("toy_superposition", "mmcs"): "toy MMCS",
     ("stability", "pw_mcc"): "seed stability (PW-MCC)",
+    ("absorption", "absorption"): "absorption (first letter)",
+    ("disentanglement", "score"): "disentanglement (RAVEL)",
 }
 # Columns on which a full-width dense basis is exact by construction (FVU 0, loss recovered 1): not ranked there.
 FIDELITY_TASKS = ("reconstruction", "loss_recovered")
