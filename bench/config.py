@@ -77,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                      "ioi_patching": dict(n_prompts=8, greedy_passes=2),
                      "concept_erasure": dict(ks=(4,), n_train=16, n_test=8, n_genre_train=8, n_genre_test=4,
                                              n_damage_contexts=1),
-                     "disentanglement": dict(k=32, n_sources=1, max_test=16, n_cities=120),
+                     "disentanglement": dict(ks=(32, 128), n_sources=1, max_test=16, n_cities=120),
                      "absorption": dict(words_per_letter=30, min_positives=4)},
     ),
     "default": dict(

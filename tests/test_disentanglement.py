@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bench.dictionary import LinearDictionary
+from bench.errors import BenchError
 from tasks.base import TaskContext
 from tasks.disentanglement import Disentanglement
 from tasks.disentanglement.cities import ATTRIBUTES, TEMPLATES, Answers, build_prompts, load_cities
@@ -94,29 +95,36 @@ def _toy(seed: int = 0, noise: float = 0.1):
     a = np.repeat(np.arange(4), 3).repeat(2)
     b = np.tile(np.arange(3), 4).repeat(2)
     x = u[a] + v[b] + noise * torch.randn(len(a), 9, generator=g) @ w
-    read = {"a": lambda rows, z: (z @ u.T).argmax(-1).numpy(), "b": lambda rows, z: (z @ v.T).argmax(-1).numpy()}
+    read = {"a": lambda rows, z, want: (z @ u.T).argmax(-1).numpy(),
+            "b": lambda rows, z, want: (z @ v.T).argmax(-1).numpy()}
     return x, a, b, basis, read
 
 
-def _interchange(edit, x, a, b, read):
+def _interchange(edits, x, a, b, read):
+    """Cause and isolation `[E, P]` of the edits on the toy's pairs (B differs within a pair)."""
     pairs = sample_pairs(np.arange(len(a)), a, b, False, 3, np.random.default_rng(1))
-    return cause_isolation(pairs, edit, (x, pairs.base, pairs.source, read["a"]),
+    return cause_isolation(pairs, edits, (x, pairs.base, pairs.source, read["a"]),
                            (x, pairs.base, pairs.source, read["b"]), a, b)
 
 
-def test_planted_dictionary_has_perfect_cause_and_isolation():
+def test_planted_dictionary_has_perfect_cause_and_isolation_at_every_k_that_covers_them():
     x, a, b, basis, read = _toy()
     planted = LinearDictionary.from_matrices(basis, basis, signed=False)
-    features = choose_features(planted.encode(x).double().numpy(), a, b, None, 4, write_norms(planted).numpy())
-    assert sorted(features.tolist()) == [0, 1, 2, 3]  # U's directions, not V's or the noise's
-    cause, isolation = _interchange(FeaturePatch(planted, features), x, a, b, read)
-    assert cause.all() and isolation.all()
+    ranked = choose_features(planted.encode(x).double().numpy(), a, b, None, 16, write_norms(planted).numpy())
+    assert sorted(ranked[:4].tolist()) == [0, 1, 2, 3]  # U's directions first, then the noise's, V's last
+    assert sorted(ranked[-3:].tolist()) == [4, 5, 6]
+    ks = (4, 8, 13, 16)  # 13: U and every noise direction; 16: V's too, i.e. the whole activation
+    cause, isolation = _interchange([FeaturePatch(planted, ranked[:k]) for k in ks], x, a, b, read)
+    assert cause.shape == (4, 72)  # 24 entities, 3 sources each
+    assert cause[:3].all() and isolation[:3].all()
+    # patching B's directions too moves B to the source's (B differs in every pair): no isolation left
+    assert cause[3].all() and not isolation[3].any()
     # the same k patched through a rotated dictionary mixes A with B and the noise: worse
     rot = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(5)))[0]
     rotated = LinearDictionary.from_matrices(rot.T @ basis, rot.T @ basis, signed=True)
-    features = choose_features(rotated.encode(x).double().numpy(), a, b, None, 4, write_norms(rotated).numpy())
-    cause, isolation = _interchange(FeaturePatch(rotated, features), x, a, b, read)
-    assert 0.5 * (cause.mean() + isolation.mean()) < 0.8
+    ranked = choose_features(rotated.encode(x).double().numpy(), a, b, None, 8, write_norms(rotated).numpy())
+    cause, isolation = _interchange([FeaturePatch(rotated, ranked[:k]) for k in (4, 8)], x, a, b, read)
+    assert (0.5 * (cause.mean(1) + isolation.mean(1)) < 0.8).all()
 
 
 def test_diffmean_baseline_spans_the_attribute():
@@ -124,7 +132,7 @@ def test_diffmean_baseline_spans_the_attribute():
     q = diffmean_basis(x.numpy(), a, None, 16)
     assert q.shape == (16, 3)  # 4 class means span 3 directions
     np.testing.assert_allclose((q.T @ q).numpy(), np.eye(3), atol=1e-5)
-    cause, isolation = _interchange(SubspacePatch(q), x, a, b, read)
+    cause, isolation = _interchange([SubspacePatch(q)], x, a, b, read)
     assert cause.all() and isolation.all()
     # within strata (B's classes), the class means less their stratum's mean lead with the same A directions
     # (noise-free, so that the span is exact)
@@ -137,7 +145,7 @@ def test_diffmean_baseline_spans_the_attribute():
 
 def test_a_patch_that_changes_nothing_has_no_cause_and_full_isolation():
     x, a, b, _, read = _toy()
-    cause, isolation = _interchange(lambda base, source: base, x, a, b, read)
+    cause, isolation = _interchange([lambda base, source: base], x, a, b, read)
     assert not cause.any() and isolation.all()
 
 
@@ -163,6 +171,8 @@ def test_constrained_decoding_tells_apart_values_sharing_a_first_token():
     assert ans.step((0,), logits(2)) == ((0, 2), 3)
     assert ans.step((3,), logits(6, 4)) == ((3,), 1)  # greedy says "." after Niger: the answer ends, Niger
     assert ans.step((3,), logits(4)) == ((3, 4), 2)  # greedy continues: Nigeria
+    # the readout stops once the wanted value is ruled out by the tokens chosen so far
+    assert ans.starts(3, (0,)) and ans.starts(4, (0,)) and not ans.starts(0, (0,)) and ans.starts(2, (3,))
 
 
 # --- the real model ----------------------------------------------------------------------------------------------
@@ -182,7 +192,7 @@ def test_prompts_share_the_city_activation_across_templates(model):
 
 @pytest.fixture(scope="module")
 def task_ctx(model, store):
-    task = Disentanglement(k=4, n_sources=1, max_test=12, n_cities=120)
+    task = Disentanglement(ks=(2, 4), n_sources=1, max_test=12, n_cities=120)
     ctx = TaskContext(store=store, hook=store.hook, model_loader=lambda: model)
     task.prepare(ctx)
     return task, ctx
@@ -197,19 +207,35 @@ def test_task_on_the_real_model(task_ctx, model):
     d = model.d_model
     neurons = LinearDictionary.from_matrices(torch.eye(d), torch.eye(d))
     out = task.evaluate(neurons, ctx)
-    for key in ("cause", "isolation", "score", "country_score", "continent_cause", "diffmean_score"):
-        assert 0 <= out.metrics[key].value <= 1, key
+    m = {key: metric.value for key, metric in out.metrics.items()}
+    for key in ("cause", "isolation", "score", "country_score", "continent_cause", "diffmean_score", "score_k2",
+                "country_cause_k4", "diffmean_isolation_k2"):
+        assert 0 <= m[key] <= 1, key
         assert out.metrics[key].evidence.unit == "base city"
-    assert out.metrics["score"].value == pytest.approx(
-        0.5 * (out.metrics["country_score"].value + out.metrics["continent_score"].value))
+    # the headline figures are means over k (and over the attributes), each k's over the attributes
+    for p in ("", "diffmean_"):
+        for key in ("cause", "isolation", "score"):
+            assert m[f"{p}{key}"] == pytest.approx(0.5 * (m[f"{p}{key}_k2"] + m[f"{p}{key}_k4"]))
+            assert m[f"{p}{key}"] == pytest.approx(0.5 * (m[f"{p}country_{key}"] + m[f"{p}continent_{key}"]))
+            for k in (2, 4):
+                assert m[f"{p}{key}_k{k}"] == pytest.approx(
+                    0.5 * (m[f"{p}country_{key}_k{k}"] + m[f"{p}continent_{key}_k{k}"]))
+        assert m[f"{p}score_k4"] == pytest.approx(0.5 * (m[f"{p}cause_k4"] + m[f"{p}isolation_k4"]))
     # a dictionary none of whose codes vary patches nothing: no cause, and the kept cities' other attribute stays
     silent = LinearDictionary.from_matrices(torch.zeros(8, d), torch.randn(8, d), signed=False)
     still = task.evaluate(silent, ctx)
-    assert still.metrics["cause"].value == 0 and still.metrics["isolation"].value == 1
+    for k in ("", "_k2", "_k4"):
+        assert still.metrics[f"cause{k}"].value == 0 and still.metrics[f"isolation{k}"].value == 1
     # units are the data's (base cities), the same for every dictionary: the leaderboard pairs methods on them
     assert still.metrics["score"].evidence.ids == out.metrics["score"].evidence.ids
     assert still.metrics["diffmean_score"].value == out.metrics["diffmean_score"].value
-    assert len(out.details["features"]["country"]) == 4
+    assert len(out.details["features"]["country"]) == 4  # ranked once, for the largest k
+    assert set(out.details["per_attribute"]["continent"]) == {"2", "4"}
+
+
+def test_ks_must_not_be_empty():
+    with pytest.raises(BenchError, match="ks needs at least one value"):
+        Disentanglement(ks=())
 
 
 def test_too_few_known_cities_give_empty_metrics_with_the_reason(model, store):
@@ -218,4 +244,5 @@ def test_too_few_known_cities_give_empty_metrics_with_the_reason(model, store):
     task.prepare(ctx)
     out = task.evaluate(LinearDictionary.from_matrices(torch.eye(model.d_model), torch.eye(model.d_model)), ctx)
     assert "too few" in out.details["problem"]
+    assert {"score", "score_k64", "country_cause_k256", "diffmean_isolation_k64"} <= set(out.metrics)
     assert all(m.value is None and "too few" in m.interval_info.reason for m in out.metrics.values())

@@ -126,6 +126,10 @@ class Answers:
         longer = prefix + (best,)
         return longer, self.only(longer)
 
+    def starts(self, value: int, prefix: tuple[int, ...]) -> bool:
+        """Whether the value's tokens start with `prefix`."""
+        return self.seqs[value][:len(prefix)] == prefix
+
     def first_tokens_shared(self) -> int:
         """How many values share their first token with another (they need a second decoding step)."""
         first = [s[0] for s in self.seqs]

@@ -36,7 +36,8 @@ import torch
 from bench.dictionary import Dictionary
 
 Edit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (base `[P, d]`, source `[P, d]`) -> edited `[P, d]`
-Readout = Callable[[np.ndarray, torch.Tensor], np.ndarray]  # (base rows `[P]`, edited x `[P, d]`) -> answers `[P]`
+# (base rows `[P]`, edited x `[P, d]`, wanted answers `[P]`) -> answers `[P]` (-1 allowed where not the wanted one)
+Readout = Callable[[np.ndarray, torch.Tensor, np.ndarray], np.ndarray]
 
 
 # --- choosing features -------------------------------------------------------------------------------------------
@@ -169,16 +170,18 @@ def sample_pairs(entities: np.ndarray, a: np.ndarray, b: np.ndarray, same_b: boo
     return Pairs(np.array(base, dtype=int), np.array(source, dtype=int))
 
 
-def cause_isolation(pairs: Pairs, edit: Edit, query: tuple[torch.Tensor, np.ndarray, np.ndarray, Readout],
+def cause_isolation(pairs: Pairs, edits: list[Edit], query: tuple[torch.Tensor, np.ndarray, np.ndarray, Readout],
                     check: tuple[torch.Tensor, np.ndarray, np.ndarray, Readout], a: np.ndarray,
                     b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pair `[P]` (bool): cause (the query for A, edited, answers the source's A) and isolation (the query for B,
-    edited the same way, still answers the base's B).
+    """Per edit and pair `[E, P]` (bool): cause (the query for A, edited, answers the source's A) and isolation (the
+    query for B, edited the same way, still answers the base's B). The E edits (one per k) go to each readout in
+    one call, so that it can batch them.
 
     query, check: (x `[N, d]` rows of the prompts that ask for A (B), base rows `[P]`, source rows `[P]` (the same
     template), the readout of those prompts). a, b: `[n]` entity labels."""
     out = []
     for (x, base_rows, source_rows, readout), want in ((query, a[pairs.source]), (check, b[pairs.base])):
-        edited = edit(x[base_rows], x[source_rows])
-        out.append(np.asarray(readout(base_rows, edited)) == want)
+        edited = torch.cat([edit(x[base_rows], x[source_rows]) for edit in edits])
+        answers = readout(np.tile(base_rows, len(edits)), edited, np.tile(want, len(edits)))
+        out.append(np.asarray(answers).reshape(len(edits), len(pairs)) == want)
     return out[0], out[1]

@@ -6,13 +6,17 @@ Prompts query one attribute ("The city of Paris is in the country of"); a city i
 both attributes right on every template (constrained greedy decoding over all the file's values, `cities.py`),
 and the counts are reported. Kept cities are split (seeded) into train and test cities.
 
-For each attribute A (B the other) and each dictionary: the k features that best carry A and not B on the train
-cities' codes at the city's last token (`interchange.feature_scores`). On test cities, each base city is paired
+For each attribute A (B the other), each dictionary and each k in `ks`: the k features that best carry A and not B
+on the train cities' codes at the city's last token (`interchange.feature_scores`; the ranking is made once, each k
+patches its first k). On test cities, each base city is paired
 with up to `n_sources` source cities; the chosen codes of the base prompt at the city's last token are replaced by
 the source's (same template), the reconstruction error kept, and the layers after the hook run:
 - cause: the prompt asking for A now answers the source's A;
 - isolation: a prompt asking for B, patched the same way, still answers the base's B;
-- score: their mean. Overall figures are the means over the two attributes.
+- score: their mean. Figures per k (`score_k64`, `country_cause_k256`, ...); the headline figures (`score`,
+  `cause`, `isolation`, `country_score`, ...) are the means over the ks, and over the two attributes where unnamed.
+  A sweep, because one k says little: too few features move nothing (score ~0.5 = cause 0, isolation 1), and which
+  k suffices differs between methods.
 
 Country and continent are nested (a city's continent follows from its country), so the pairs are chosen not to
 ask the model for what contradicts the world: country sources share the base's continent (a patched country should
@@ -21,18 +25,18 @@ another country (a patched continent should leave the country: the one test that
 from continent facts). Country isolation thus measures collateral damage only; continent isolation measures
 disentanglement proper.
 
-Baseline, the same for every method (`diffmean_*`): the top-k principal directions of A's class-mean differences
-on the train cities (`interchange.diffmean_basis`), patched as a subspace in the same pairs.
+Baseline, the same for every method (`diffmean_*`, the same ks): the top-k principal directions of A's class-mean
+differences on the train cities (`interchange.diffmean_basis`), patched as a subspace in the same pairs.
 
-Uncertainty: the unit is the base city (its pairs averaged); the overall figures are grouped means over the two
-attributes, a city counting in each attribute it is a base of. Test-sample variance only: the feature choice is
+Uncertainty: the unit is the base city (its pairs averaged); figures over several attributes or ks are grouped
+means over (attribute, k), a city counting in each group it is a base of. Test-sample variance only: the feature choice is
 held as made on the train cities.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -56,7 +60,7 @@ MIN_TRAIN = 4  # fewer kept train cities than this: nothing to choose features o
 
 @dataclass
 class Scored:
-    """One attribute's pairs with cause and isolation per pair `[P]` (bool)."""
+    """One attribute's pairs with cause and isolation per pair `[P]` (bool) for one k."""
 
     pairs: Pairs
     cause: np.ndarray
@@ -65,7 +69,7 @@ class Scored:
 
 @dataclass
 class Disentanglement(Task):
-    k: int = positive(64)  # features (and baseline directions) patched per attribute
+    ks: tuple[int, ...] = positive((64, 256))  # features (and baseline directions) patched per attribute: a sweep
     n_sources: int = positive(1)  # source cities per base city and attribute
     train_fraction: float = param(0.5, gt=0, le=0.9)  # of the kept cities, for choosing features
     max_test: int = positive(64)  # test cities used as bases at most (sampled): bounds the cost per dictionary
@@ -74,6 +78,7 @@ class Disentanglement(Task):
     name = "disentanglement"
     description = "RAVEL: patch an attribute's k features from another city; cause, isolation; vs DiffMean"
     needs_model = True
+    version = 2  # 2: a sweep over ks (headline figures are means over k)
 
     # --- dictionary-independent work ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -92,7 +97,7 @@ class Disentanglement(Task):
             clean = model.activations(prompts.tokens, ctx.hook)
             readout = ModelReadout(model, ctx.hook, prompts, clean, Answers(cities.values(attr), model.tokenize), pad)
             rows = np.arange(len(prompts.entity))
-            answer = readout(rows, readout.x)
+            answer = readout.read_clean(self.labels[attr][prompts.entity])
             # a city counts as known if every template answers right and its last token is not excluded (a
             # massive-activation position would be a patch site unlike the others)
             keep = store.exclusion.mask(prompts.tokens, clean, model.special_ids, store.reference_norm)
@@ -134,7 +139,7 @@ class Disentanglement(Task):
             "pairs": {a: int(len(p)) for a, p in self.pairs.items()},
             "values_sharing_a_first_token": {a: self.readouts[a].answers.first_tokens_shared() for a in ATTRIBUTES},
             "kept": [cities.city[e] for e in kept],
-            "position": "the city's last token", "k": self.k,
+            "position": "the city's last token", "ks": list(self._ks()),
         }
         self.problem = None
         if len(self.train) < MIN_TRAIN or not any(len(p) for p in self.pairs.values()):
@@ -144,21 +149,31 @@ class Disentanglement(Task):
         self.baseline = {}
         for attr in ATTRIBUTES:
             strata = self.labels[OTHER[attr]][self.train] if SAME_OTHER[attr] else None
-            basis = diffmean_basis(self.x_train.numpy(), self.labels[attr][self.train], strata, self.k)
-            self.baseline[attr] = self._score(attr, SubspacePatch(basis))
+            basis = diffmean_basis(self.x_train.numpy(), self.labels[attr][self.train], strata, max(self._ks()))
+            # the directions are ranked: each k takes the first k (all of them where the rank is below k)
+            self.baseline[attr] = self._score_ks(attr, {k: basis.shape[1] for k in self._ks()},
+                                                 lambda n, basis=basis: SubspacePatch(basis[:, :n]))
         self.baseline_metrics = self._metrics(self.baseline, ctx.seed, "diffmean_", "the DiffMean subspace baseline: ")
-        self.details["diffmean"] = {a: self._summary(s) for a, s in self.baseline.items()}
+        self.details["diffmean"] = self._summaries(self.baseline)
         # the whole activation patched: what a single-position patch at this hook can do at most (cause), and what
         # moving everything costs (isolation)
-        self.details["whole_activation"] = {a: self._summary(self._score(a, lambda base, source: source))
+        self.details["whole_activation"] = {a: self._summary(self._score_ks(a, {0: 0}, lambda n: _take_source)[0])
                                             for a in ATTRIBUTES}
 
-    def _score(self, attr: str, edit: Edit) -> Scored:
+    def _ks(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.ks)))
+
+    def _score_ks(self, attr: str, available: dict[int, int], make: Callable[[int], Edit]) -> dict[int, Scored]:
+        """Each k's scores for attribute `attr`: the edit `make(n)` patches the first n = min(k, available[k])
+        ranked features (directions); ks that come to the same n share one edit. All edits are read in one batch."""
         other, pairs = OTHER[attr], self.pairs[attr]
+        n_of = {k: min(k, available[k]) for k in available}
+        ns = sorted(set(n_of.values()))
         query = (self.readouts[attr].x, *self.rows[attr][attr], self.readouts[attr])
         check = (self.readouts[other].x, *self.rows[attr][other], self.readouts[other])
-        cause, isolation = cause_isolation(pairs, edit, query, check, self.labels[attr], self.labels[other])
-        return Scored(pairs, cause, isolation)
+        cause, isolation = cause_isolation(pairs, [make(n) for n in ns], query, check, self.labels[attr],
+                                           self.labels[other])
+        return {k: Scored(pairs, cause[ns.index(n)], isolation[ns.index(n)]) for k, n in n_of.items()}
 
     # --- per dictionary ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -171,15 +186,16 @@ class Disentanglement(Task):
         scored, chosen = {}, {}
         for i, attr in enumerate(ATTRIBUTES):
             a, b = self.labels[attr][self.train], self.labels[OTHER[attr]][self.train]
-            features = choose_features(codes, a, b, b if SAME_OTHER[attr] else None, self.k, norms)
+            features = choose_features(codes, a, b, b if SAME_OTHER[attr] else None, max(self._ks()), norms)
             chosen[attr] = [int(f) for f in features]
-            scored[attr] = self._score(attr, FeaturePatch(dictionary, features))
+            scored[attr] = self._score_ks(attr, {k: len(features) for k in self._ks()},
+                                          lambda n, features=features: FeaturePatch(dictionary, features[:n]))
             if ctx.progress:
                 ctx.progress(i + 1, len(ATTRIBUTES))
         metrics = self._metrics(scored, ctx.seed)
         metrics.update(self.baseline_metrics)
-        details = {**self.details, "features": chosen,
-                   "per_attribute": {a: self._summary(s) for a, s in scored.items()}, "unit": "base city",
+        details = {**self.details, "features": chosen, "features_note": "ranked, best first: k patches the first k",
+                   "per_attribute": self._summaries(scored), "unit": "base city",
                    "interval_note": "bootstrap over test base cities: test-sample variance only (the feature choice "
                                     "is held as made on train cities)"}
         return TaskOutput(metrics, details)
@@ -196,37 +212,42 @@ class Disentanglement(Task):
         cols["score"] = 0.5 * (cols["cause"] + cols["isolation"])
         return [self.cities.city[e] for e in bases], cols
 
-    def _metrics(self, scored: dict[str, Scored], seed: int, prefix: str = "", lead: str = "") -> dict[str, Metric]:
+    def _metrics(self, scored: dict[str, dict[int, Scored]], seed: int, prefix: str = "",
+                 lead: str = "") -> dict[str, Metric]:
+        """Per (attribute, k) a mean over base cities; over ks, attributes or both a grouped mean whose groups are
+        the (attribute, k) blocks."""
         desc = {"cause": "share of pairs where patching the attribute's k features from the source makes the model "
                          "answer the source's value",
                 "isolation": "share of pairs where the same patch leaves the other attribute's answer as the base's",
                 "score": "mean of cause and isolation (RAVEL)"}
+        ks = self._ks()
+        per = {(a, k): self._per_base(s) for a, by_k in scored.items() for k, s in by_k.items() if len(s.pairs)}
         out: dict[str, Metric] = {}
-        per = {a: self._per_base(s) for a, s in scored.items() if len(s.pairs)}
         for key in ("cause", "isolation", "score"):
-            for attr in ATTRIBUTES:
-                name = f"{prefix}{attr}_{key}"
-                if attr not in per:
-                    out[name] = Metric.without_interval(None, True, lead + desc[key],  # type: ignore[arg-type]
-                                                        f"no {attr} pairs among the test cities")
+            spans = [(f"{attr}_{key}_k{k}", [attr], [k], f"{attr}, k = {k}: {desc[key]}")
+                     for k in ks for attr in ATTRIBUTES]
+            spans += [(f"{key}_k{k}", list(ATTRIBUTES), [k], f"k = {k}: mean over country and continent of "
+                       f"<attribute>_{key}_k{k}") for k in ks]
+            spans += [(f"{attr}_{key}", [attr], list(ks), f"{attr}: mean over k of {attr}_{key}_k<k>")
+                      for attr in ATTRIBUTES]
+            spans.append((key, list(ATTRIBUTES), list(ks), f"mean over k, country and continent of "
+                                                            f"<attribute>_{key}_k<k>"))
+            for name, attrs, k_in, text in spans:
+                blocks = [(per[a, k][0], per[a, k][1][key]) for a in attrs for k in k_in if (a, k) in per]
+                if not blocks:
+                    out[prefix + name] = Metric.without_interval(None, True, lead + text,  # type: ignore[arg-type]
+                                                                 "no pairs among the test cities")
                     continue
-                ids, cols = per[attr]
-                out[name] = Metric.of(Evidence("base city", ids, "mean", {"x": cols[key]}, {}, SOURCES), True,
-                                      f"{lead}{attr}: {desc[key]}", seed)
-            ids = sorted({u for a in per for u in per[a][0]})
-            x = np.full((len(ids), len(per)), np.nan)
-            for g, attr in enumerate(per):
-                a_ids, cols = per[attr]
-                x[[ids.index(u) for u in a_ids], g] = cols[key]
-            out[f"{prefix}{key}"] = Metric.of(
-                Evidence("base city", ids, "mean", {"x": x}, {"grouped": True, "weight": [1.0] * len(per)}, SOURCES),
-                True, f"{lead}mean over country and continent of <attribute>_{key}", seed)
+                out[prefix + name] = Metric.of(grouped_mean(blocks), True, lead + text, seed)
         return out
 
     def _empty(self, reason: str) -> dict[str, Metric]:
-        names = [f"{p}{a}_{k}" for p in ("", "diffmean_") for k in ("cause", "isolation", "score") for a in ATTRIBUTES]
-        names += [f"{p}{k}" for p in ("", "diffmean_") for k in ("cause", "isolation", "score")]
+        names = [f"{p}{a}{key}{k}" for p in ("", "diffmean_") for a in ("", "country_", "continent_")
+                 for key in ("cause", "isolation", "score") for k in ("", *(f"_k{k}" for k in self._ks()))]
         return {n: Metric.without_interval(None, True, n, reason) for n in names}  # type: ignore[arg-type]
+
+    def _summaries(self, scored: dict[str, dict[int, Scored]]) -> dict[str, dict[str, dict]]:
+        return {a: {str(k): self._summary(s) for k, s in by_k.items()} for a, by_k in scored.items()}
 
     @staticmethod
     def _summary(s: Scored) -> dict[str, float | int | None]:
@@ -234,3 +255,22 @@ class Disentanglement(Task):
             return {"pairs": 0, "cause": None, "isolation": None, "score": None}
         cause, iso = float(s.cause.mean()), float(s.isolation.mean())
         return {"pairs": int(len(s.pairs)), "cause": cause, "isolation": iso, "score": 0.5 * (cause + iso)}
+
+
+def _take_source(base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    return source
+
+
+def grouped_mean(blocks: list[tuple[list[str], np.ndarray]]) -> Evidence:
+    """Blocks of (unit ids `[n_b]`, per-unit values `[n_b]`) -> the mean over blocks of each block's mean over its
+    units, as one Evidence over the union of the units (a `grouped` mean: NaN where a unit is not in a block), so
+    that it is resampled, and paired between methods, by unit. One block: a plain mean."""
+    if len(blocks) == 1:
+        return Evidence("base city", list(blocks[0][0]), "mean", {"x": np.asarray(blocks[0][1], dtype=float)}, {},
+                        SOURCES)
+    ids = sorted({u for b_ids, _ in blocks for u in b_ids})
+    where = {u: i for i, u in enumerate(ids)}
+    x = np.full((len(ids), len(blocks)), np.nan)
+    for g, (b_ids, values) in enumerate(blocks):
+        x[[where[u] for u in b_ids], g] = values
+    return Evidence("base city", ids, "mean", {"x": x}, {"grouped": True, "weight": [1.0] * len(blocks)}, SOURCES)
