@@ -19,8 +19,9 @@ from bench.results import read_result
 
 def trim(record: dict) -> dict:
     details = record.get("details", {})
-    for feature in details.get("features", []) + details.get("calibration", {}).get("controls", []):
-        feature.pop("simulation_excerpts", None)
+    if record.get("task") == "autointerp":  # its features and controls carry per-token predictions
+        for feature in details.get("features", []) + details.get("calibration", {}).get("controls", []):
+            feature.pop("simulation_excerpts", None)
     details.pop("max_cos_per_feature", None)
     return record
 

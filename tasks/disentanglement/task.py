@@ -78,7 +78,7 @@ class Disentanglement(Task):
     name = "disentanglement"
     description = "RAVEL: patch an attribute's k features from another city; cause, isolation; vs DiffMean"
     needs_model = True
-    version = 2  # 2: a sweep over ks (headline figures are means over k)
+    version = 3  # 2: a sweep over ks (headline figures are means over k); 3: the DiffMean row, the board note
 
     # --- dictionary-independent work ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -197,8 +197,19 @@ class Disentanglement(Task):
         details = {**self.details, "features": chosen, "features_note": "ranked, best first: k patches the first k",
                    "per_attribute": self._summaries(scored), "unit": "base city",
                    "interval_note": "bootstrap over test base cities: test-sample variance only (the feature choice "
-                                    "is held as made on train cities)"}
+                                    "is held as made on train cities)",
+                   # the DiffMean subspace as one ranked row (column metric -> its metric), as concept_erasure's LEACE
+                   "references": {"diffmean": {"kind": "supervised reference", "metrics": {
+                       m[len("diffmean_"):]: m for m in self.baseline_metrics if m[len("diffmean_"):] in metrics}}},
+                   "board_notes": [self._note(ctx)]}
         return TaskOutput(metrics, details)
+
+    def _note(self, ctx: TaskContext) -> str:
+        known = self.details["known"]
+        return (f"disentanglement: the model names {known['country']} of {self.details['cities']} cities' country "
+                f"and {known['continent']} their continent at {ctx.hook}; {known['both']} known on both are kept "
+                f"({self.details['train_cities']} choose features, {self.details['test_cities']} are scored); a score "
+                "near 0.5 with cause near 0 means the patch moved nothing")
 
     # --- metrics -----------------------------------------------------------------------------------------------
     def _per_base(self, s: Scored) -> tuple[list[str], dict[str, np.ndarray]]:
