@@ -163,14 +163,13 @@ def profile_table(run_dir: Path):
     return table
 
 
-PHASES = ("encode", "select", "activate", "decode", "aux", "backward", "project", "adam", "renorm", "bookkeeping")
-
-
 def phase_table(run_dir: Path):
     """Where each SAE's training steps went (`timing.step_seconds` in its dictionary.json, methods.phases): ms per
     step by phase, and the shared pass's own time (reading batches, checkpoints). None when no SAE recorded laps."""
     from rich.markup import escape
     from rich.table import Table
+
+    from methods.phases import PHASES
 
     rows, shared = [], {}
     for path in sorted(Path(run_dir).glob("**/dictionaries/*/dictionary.json")):

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import time
 
+# The laps of one SAE step, in the order they run (`SAETraining.step`, `SAE.training_step`); the pass adds its own.
+PHASES = ("encode", "select", "activate", "decode", "aux", "backward", "project", "adam", "renorm", "bookkeeping")
+PASS_PHASES = ("data", "checkpoint")
+
 
 class Laps:
     """Summed wall seconds per named lap: `mark()` starts a lap, `lap(name)` ends it and starts the next."""

@@ -160,3 +160,24 @@ def test_every_unit_is_profiled_and_perf_run_shows_its_share(tmp_path, capsys):
     assert main(["perf", "--run", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "fit pca" in shown and "%" in shown and "evaluate" in shown
+
+
+def test_perf_run_shows_each_sae_step_phase_in_milliseconds(tmp_path):
+    """The phase table divides each dictionary's recorded seconds by its steps: 0.05 s over 10 steps is 5.00 ms."""
+    from rich.console import Console
+
+    from bench.profile import phase_table
+    from methods.phases import PHASES
+
+    assert phase_table(tmp_path) is None  # no dictionary with laps: no table
+    directory = tmp_path / "dictionaries" / "sae-topk"
+    directory.mkdir(parents=True)
+    step_seconds = {p: 0.0 for p in PHASES} | {"encode": 0.05, "backward": 0.1}
+    (directory / "dictionary.json").write_text(json.dumps({"meta": {
+        "fit_info": {"steps": 10, "data_seed": 0},
+        "timing": {"step_seconds": step_seconds, "pass_seconds": {"data": 0.02, "checkpoint": 0.0}}}}))
+    console = Console(width=250, record=True)
+    console.print(phase_table(tmp_path))
+    shown = console.export_text()
+    assert "dictionaries/sae-topk" in shown and "5.00" in shown and "10.00" in shown and "15.0" in shown
+    assert "pass data 2.00 ms/step" in shown

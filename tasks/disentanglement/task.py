@@ -200,7 +200,8 @@ class Disentanglement(Task):
                                     "is held as made on train cities)",
                    # the DiffMean subspace as one ranked row (column metric -> its metric), as concept_erasure's LEACE
                    "references": {"diffmean": {"kind": "supervised reference", "metrics": {
-                       m[len("diffmean_"):]: m for m in self.baseline_metrics if m[len("diffmean_"):] in metrics}}},
+                       name.removeprefix("diffmean_"): name for name in self.baseline_metrics
+                       if name.removeprefix("diffmean_") in metrics}}},
                    "board_notes": [self._note(ctx)]}
         return TaskOutput(metrics, details)
 
