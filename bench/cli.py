@@ -35,8 +35,8 @@ def _add_run_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--layer", type=int, default=None, help="block index of the hook (default: the model's)")
     cmd.add_argument("--hook-point", default="resid_post",
                      choices=["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
-    cmd.add_argument("--preset", default="default", help="smoke | default | paper (Cunningham et al.: Pythia-70M-deduped "
-                     "and your --text; docs/scaling.md)")
+    cmd.add_argument("--preset", default="default", help="smoke | default | autointerp-power (docs/autointerp.md) | "
+                     "paper (Cunningham et al.: Pythia-70M-deduped and your --text; docs/scaling.md)")
     cmd.add_argument("--out", type=Path, default=None, help="run directory (default runs/<time>-<preset>); "
                      "an existing one is resumed")
     cmd.add_argument("--device", default="cpu", help="cpu | cuda")
@@ -110,11 +110,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="python of a separate venv with sae-lens: time its trainer side by side")
     perf.add_argument("--saelens-all", action="store_true",
                       help="also time the SAELens configurations measured slower on a CPU (TopK family compiled)")
-    perf.add_argument("--autointerp", action="store_true", help="autointerp judge throughput: features per minute "
-                      "in-process and through the llama.cpp server")
+    perf.add_argument("--autointerp", action="store_true", help="autointerp judge throughput: scored samples per "
+                      "second in-process and through the llama.cpp server")
     perf.add_argument("--judge", default="qwen2.5-coder-1.5b", help="judge to time (--autointerp)")
     perf.add_argument("--features", type=int, default=4, help="features to score (--autointerp)")
     perf.add_argument("--no-server", action="store_true", help="skip the server path (--autointerp)")
+    perf.add_argument("--against", default=None, metavar="REV",
+                      help="also time the code of git commit REV in the same run, on the same features (--autointerp)")
     perf.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
                       help="where a finished (or killed) run spent its time: every unit's seconds, share, CPU cores, "
                       "peak memory and throughput, from RUN_DIR/units.json")
@@ -317,7 +319,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if args.autointerp:
         from bench.judge_perf import judge_throughput
 
-        rows = judge_throughput(args.judge, args.features, not args.no_server, args.threads, Console())
+        rows = judge_throughput(args.judge, args.features, not args.no_server, args.threads, Console(),
+                                against=args.against)
         if args.json:
             atomic_write_json(Path(args.json), {"measurements": rows})
         return 0

@@ -72,8 +72,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         task_params={"loss_recovered": dict(n_contexts=8), "toy_superposition": dict(scale="smoke"),
                      "sparse_probing": dict(n_train_contexts=160, n_eval_contexts=32, min_examples=3, n_train_prompts=32,
                                             n_test_prompts=16),
-                     "autointerp": dict(n_features=2, n_explain=3, n_score_top=2, n_score_random=2, n_score_sampled=2,
-                                        n_controls=2),
+                     "autointerp": dict(n_features=2, n_explain=3, n_score_top=2, n_score_quantile=2,
+                                        n_score_non_firing=4, n_fuzz=2, n_simulate=2, n_controls=2),
                      "ioi_patching": dict(n_prompts=8, greedy_passes=2),
                      "concept_erasure": dict(ks=(4,), n_train=16, n_test=8, n_genre_train=8, n_genre_test=4,
                                              n_damage_contexts=1),
@@ -90,6 +90,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         # loss_recovered: one context per document over 32 of the eval split's 94 documents, all 6 genres.
         task_params={"loss_recovered": dict(n_contexts=32), "toy_superposition": dict(scale="fast")},
+    ),
+    # Can autointerp tell an SAE from the neuron basis? Sized from the default run's measured variance of the
+    # per-feature detection AUROC (docs/autointerp.md, "Power"): 80 features a method detect a difference of 0.1
+    # between sae-topk and neurons at 80% power (alpha 0.05); samples per feature stay at the default's 10 + 10,
+    # which the measured between/within split makes close to the cheapest allocation. About 60 min on 2 cores.
+    "autointerp-power": dict(
+        train_contexts=2048,
+        eval_contexts=256,
+        methods=("sae-topk,neurons,random",),
+        tasks=("autointerp",),
+        method_params={"sae-*": dict(dict_ratio=4.0, epochs=2.0), "random": dict(dict_ratio=4.0)},
+        task_params={"autointerp": dict(n_features=80)},
     ),
     # Cunningham et al. 2023 (../shared/notes/paper.md): Pythia-70M-deduped residual stream (layer 2 by default,
     # --layer 0..5 for the others), tied ReLU SAE without decoder bias, R = 2, alpha = 8.6e-4, Adam 1e-3,
@@ -108,7 +120,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "ica": dict(max_tokens=50_000, max_iter=400, tol=5e-4),  # ~90 iterations, ~3 min (on SmolLM2, 2 cores)
         },
         task_params={"loss_recovered": dict(n_contexts=64), "toy_superposition": dict(scale="paper"),
-                     "autointerp": dict(n_features=150, window=64, n_explain=5, n_score_top=5, n_score_sampled=5)},
+                     "autointerp": dict(n_features=150, window=64, n_explain=5, n_score_top=5, n_score_quantile=5,
+                                        n_score_non_firing=10, n_fuzz=10, n_simulate=10)},
     ),
 }
 NEEDS_LOCAL_ASSETS = ("paper",)  # presets whose model and text the user provides

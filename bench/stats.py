@@ -102,6 +102,9 @@ class Evidence:
     columns: dict[str, np.ndarray]
     params: dict[str, Any] = field(default_factory=dict)
     sources: tuple[str, ...] = ("eval sample",)
+    # False where equal ids do not name the same unit in two results (autointerp: feature 986 of one dictionary is
+    # not feature 986 of another): such evidence is only ever compared unpaired.
+    paired: bool = True
 
     def __post_init__(self) -> None:
         if self.statistic not in STATISTICS:
@@ -127,19 +130,22 @@ class Evidence:
         where = {u: i for i, u in enumerate(self.ids)}
         idx = np.array([where[u] for u in ids], dtype=int)
         return Evidence(self.unit, list(ids), self.statistic, {k: v[idx] for k, v in self.columns.items()},
-                        self.params, self.sources)
+                        self.params, self.sources, self.paired)
 
     def to_json(self) -> dict[str, Any]:
-        return {"unit": self.unit, "ids": self.ids, "statistic": self.statistic, "sources": list(self.sources),
-                "columns": {k: _compact(v) for k, v in self.columns.items()},
-                "params": {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
-                           for k, v in self.params.items()}}
+        out = {"unit": self.unit, "ids": self.ids, "statistic": self.statistic, "sources": list(self.sources),
+               "columns": {k: _compact(v) for k, v in self.columns.items()},
+               "params": {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
+                          for k, v in self.params.items()}}
+        if not self.paired:
+            out["paired"] = False
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Evidence":
         return cls(data["unit"], data["ids"], data["statistic"],
                    {k: np.asarray(v, dtype=float) for k, v in data["columns"].items()},
-                   data.get("params", {}), tuple(data.get("sources", ("eval sample",))))
+                   data.get("params", {}), tuple(data.get("sources", ("eval sample",))), data.get("paired", True))
 
 
 def _compact(v: np.ndarray) -> list:
@@ -266,7 +272,9 @@ def unpaired_p(a: Evidence, b: Evidence, seed: int = 0, n_resamples: int = N_RES
 
 def compare_p(a: Evidence, b: Evidence, seed: int = 0) -> float:
     """Paired over the shared units when the two share at least `MIN_UNITS` of them, unpaired when they share
-    none (each method's own features), nan otherwise."""
+    none or either side's ids do not pair (`Evidence.paired`: each method's own features), nan otherwise."""
+    if not (a.paired and b.paired):
+        return unpaired_p(a, b, seed)
     shared = len(set(a.ids) & set(b.ids))
     if shared >= MIN_UNITS:
         return paired_p(a, b, seed)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.io import atomic_write_text
+from reports.autointerp_power import TITLE as AUTOINTERP_TITLE
+from reports.autointerp_power import comparison_text, value_text
 from reports.controls import ControlTable, build_control_tables
 from reports.figures import charts as board_charts
 from reports.leaderboard import (HEADLINE, PRIMARY, Leaderboard, _base, cell, fmt, signed,
@@ -118,6 +120,28 @@ def summary_table(board: Leaderboard) -> str:
             "fitted.</p>")
 
 
+def autointerp_power_table(board: Leaderboard) -> str:
+    """The board's autointerp section (`reports.autointerp_power`): a table per scorer and its power line; "" when the
+    board has no autointerp columns."""
+    verdict = board.autointerp
+    if verdict is None:
+        return ""
+    out = [f"<h3>{escape(AUTOINTERP_TITLE)}</h3>"]
+    for s in verdict.scorers:
+        head = "".join(f"<th>Δ vs {escape(b)}</th>" for b in s.baselines)
+        rows = []
+        for v in s.rows:
+            cells = "".join(f'<td class="best">{escape(comparison_text(c))}</td>' if (c := v.comparisons.get(b))
+                            and c.significant else f"<td>{escape(comparison_text(c))}</td>" for b in s.baselines)
+            rows.append(f'<tr><td class="name"><code>{escape(v.method)}</code></td><td>{v.n}</td>'
+                        f"<td>{escape(value_text(v))}</td>{cells}</tr>")
+        out.append(f"<h4><code>{escape(s.key)}</code> ↑</h4>"
+                   '<div class="scroll"><table class="autointerp-power"><thead><tr><th class="name">method</th>'
+                   f"<th>features</th><th>value [95% interval]</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+                   f"</table></div><p>{escape(s.power_line())}</p>")
+    return "".join(out) + _notes(verdict.notes)
+
+
 def controls_table(table: ControlTable) -> str:
     rows = "".join(
         f'<tr><td class="name">{escape(r.column.task)}.{escape(r.column.label)}</td><td class="name"><code>'
@@ -138,6 +162,11 @@ def figure(chart: Chart) -> str:
     return f"<figure>{svg(chart)}{caption}</figure>"
 
 
+def _kind(d: dict[str, Any]) -> str:
+    """How a detection excerpt was drawn ("top", "quantile 2/6", "non-firing", ...; older records: top/random)."""
+    return str(d["drawn"]) if d.get("drawn") else ("top" if d.get("top") else "random")
+
+
 def autointerp_details(records: list[dict[str, Any]]) -> str:
     """Per method, per feature: the explanation, its scores and its top contexts with the activating tokens marked."""
     out = []
@@ -151,16 +180,23 @@ def autointerp_details(records: list[dict[str, Any]]) -> str:
         for f in features:
             contexts = "".join(f'<li class="context">{highlighted(str(c))}</li>' for c in f.get("explain_excerpts", []))
             scored = "".join(
-                f'<tr><td class="context">{escape(str(d.get("text", "")))}</td><td>{"top" if d.get("top") else "random"}'
+                f'<tr><td class="context">{escape(str(d.get("text", "")))}</td><td>{escape(_kind(d))}'
                 f'</td><td>{escape(fmt(d.get("yes_prob")))}</td></tr>' for d in f.get("detection", []))
+            fuzzed = "".join(
+                f'<tr><td class="context">{highlighted(str(d.get("text", "")))}</td><td>'
+                f'{"true marks" if d.get("positive") else "marks moved"}</td><td>{escape(fmt(d.get("yes_prob")))}'
+                '</td></tr>' for d in f.get("fuzzing", []))
+            head = '<table><thead><tr><th class="name">excerpt</th><th>kind</th><th>judge P(yes)</th></tr></thead>'
             items.append(
                 f'<details class="feature"><summary>feature <code>{escape(str(f.get("feature")))}</code>: '
                 f'<span class="explanation">{escape(str(f.get("explanation", "")))}</span> · simulation '
-                f'{escape(fmt(f.get("simulation")))} · detection AUROC {escape(fmt(f.get("detection_auroc")))}</summary>'
-                f"<p>top-activating contexts (the judge saw these; <mark>marked</mark> tokens fire most):</p>"
+                f'{escape(fmt(f.get("simulation")))} · detection AUROC {escape(fmt(f.get("detection_auroc")))}'
+                + (f' · fuzzing AUROC {escape(fmt(f.get("fuzzing_auroc")))}' if "fuzzing_auroc" in f else "")
+                + "</summary><p>top-activating contexts (the judge saw these; <mark>marked</mark> tokens fire most):</p>"
                 f"<ol>{contexts}</ol>"
-                + (f"<p>held-out detection excerpts:</p><table><thead><tr><th class=\"name\">excerpt</th><th>kind</th>"
-                   f"<th>judge P(yes)</th></tr></thead><tbody>{scored}</tbody></table>" if scored else "")
+                + (f"<p>held-out detection excerpts:</p>{head}<tbody>{scored}</tbody></table>" if scored else "")
+                + (f"<p>fuzzing (marked tokens shown to the judge):</p>{head}<tbody>{fuzzed}</tbody></table>"
+                   if fuzzed else "")
                 + "</details>")
         out.append(f"<h4><code>{escape(rec['method'])}</code> ({len(features)} features)</h4>{''.join(items)}")
     if not out:
@@ -188,6 +224,7 @@ def run_page(run: Run, boards: list[Leaderboard], controls: list[ControlTable], 
         body.append('<h3>Plots</h3><p>Hover a point for its value; click a legend entry to hide or show it.</p>'
                     f'<div class="charts">{"".join(figure(c) for c in chart_set)}</div>')
         body.extend(controls_table(t) for t in controls if (t.model, t.hook) == (board.model, board.hook))
+        body.append(autointerp_power_table(board))
         body.append(autointerp_details([r for r in run.trained if (r["model"], r["hook"]) == (board.model, board.hook)]))
     return page(f"decompbench · {run.name}", "\n".join(body))
 

@@ -17,6 +17,10 @@ the labels and not the dictionary, so they are the same for every method: each i
 `<name> (<kind>)`, its figures placed in the method columns it is a bar for, ranked with the methods by the same
 paired tests (it is scored on the same units) and marked as a reference (`Row.reference`; JSON `reference`). Its
 own metrics are not repeated as columns of every method. It is never counted as a method.
+
+A board with autointerp columns also says how each method compares with `neurons` and `random` on each scorer
+(unpaired: each method scores its own features) and how large a difference the board could detect
+(`Leaderboard.autointerp`, `reports.autointerp_power`; JSON `autointerp`).
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.seeds import split_seed
 from bench.stats import Evidence, IntervalInfo, compare_p, rank_groups, seed_p, t_interval
+
+if TYPE_CHECKING:
+    from reports.autointerp_power import AutointerpVerdict
 
 # Shown in the terminal, with short headers; Markdown and JSON carry every metric.
 PRIMARY = {
@@ -46,6 +53,7 @@ PRIMARY = {
     ("sparse_probing", "auroc_k5"): "probe k=5",
     ("autointerp", "simulation"): "autointerp sim.",
     ("autointerp", "detection_auroc"): "autointerp detect",
+    ("autointerp", "fuzzing_auroc"): "autointerp fuzz",
     ("ioi_patching", "k50"): "IOI k50",
     ("ioi_patching", "kl_auc"): "IOI KL AUC",
     ("concept_erasure", "behaviour_erasure"): "erase behaviour",
@@ -112,6 +120,9 @@ class Cell:
     evidence: dict[int, Evidence] = field(default_factory=dict)
     interval_info: dict[int, dict[str, Any]] = field(default_factory=dict)
     intervals: dict[int, tuple[float, float]] = field(default_factory=dict)
+    # per seed, the record's `details.variance[metric]` where it has one (autointerp: between- and within-feature
+    # variance of a per-feature score, and the samples per feature), read by `reports.autointerp_power`
+    variance: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def multi_seed(self) -> bool:
@@ -239,6 +250,14 @@ class Leaderboard:
     def summary(self) -> "Summary":
         return build_summary(self)
 
+    @cached_property
+    def autointerp(self) -> "AutointerpVerdict | None":
+        """Each method's autointerp scores against neurons and random, with the power to see a gap (None without
+        autointerp columns): `reports.autointerp_power`."""
+        from reports.autointerp_power import build
+
+        return build(self)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -260,6 +279,7 @@ class Leaderboard:
                  "not_ranked": {c.key: why for c in self.columns if c in r.cells and (why := r.excluded(c))}}
                 for r in self.rows
             ],
+            **({"autointerp": verdict.to_json()} if (verdict := self.autointerp) is not None else {}),
         }
 
 
@@ -321,6 +341,7 @@ def _number(value: float | None) -> float | None:
 def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | None = None) -> list[Leaderboard]:
     """Boards from result records; records of one method at several seeds (`sae-relu~s1`, `"seed"`) fill one row."""
     boards: dict[tuple[str, str], Leaderboard] = {}
+    copies: dict[tuple[str, str], list[int]] = {}  # per board: autointerp explanations that copy, of all
     order = {m: i for i, m in enumerate(method_order or [])}
     for rec in records:
         key = (rec["model"], rec["hook"])
@@ -341,7 +362,11 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
                 col = Column(rec["task"], name, bool(m["higher_is_better"]))
                 if col not in board.columns:
                     board.columns.append(col)
-                _fill(row.cells.setdefault(col, Cell()), seed, m)
+                target = row.cells.setdefault(col, Cell())
+                _fill(target, seed, m)
+                variance = ((rec.get("details") or {}).get("variance") or {}).get(name)
+                if isinstance(variance, dict):
+                    target.variance[seed] = variance
             for ref_label, kind, pairs in references:
                 ref_row = _row(board, ref_label, row.group)
                 ref_row.reference = kind
@@ -355,6 +380,9 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
                                 "depend on the dictionary); the first method's value is shown")
                         if note not in board.notes:
                             board.notes.append(note)
+        if (c := rec.get("details", {}).get("copies")) and group == "all":
+            tally = copies.setdefault(key, [0, 0])
+            tally[0], tally[1] = tally[0] + c["copied"], tally[1] + c["explanations"]
         for note in rec.get("details", {}).get("board_notes", []):  # e.g. which judge scored, and how well
             if note not in board.notes:
                 board.notes.append(note)
@@ -370,6 +398,9 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
             knote = f"top-k rows keep each token's k={rec['matched_k']} largest codes (k = the SAE's L0)"
             if knote not in board.notes:
                 board.notes.append(knote)
+    for key, (copied, explained) in copies.items():
+        boards[key].notes.append(f"autointerp explanations repeating a worked example of the prompt: {copied} of "
+                                 f"{explained}")
     for board in boards.values():
         board.rows.sort(key=lambda r: (r.group != "all", r.reference is not None,
                                        order.get(_base(r.method), len(order)), r.method))
@@ -531,6 +562,10 @@ def to_markdown(boards: list[Leaderboard]) -> str:
         out.append("")
         out.extend(f"- {n}" for n in b.notes)
         out.append("")
+        if b.autointerp is not None:
+            from reports.autointerp_power import markdown as autointerp_markdown
+
+            out.extend(autointerp_markdown(b.autointerp))
     return "\n".join(out)
 
 
@@ -561,6 +596,10 @@ def to_rich(boards: list[Leaderboard], primary_only: bool = True):
         if primary_only:
             tables.append(summary_rich(b))
         tables.append(t)
+        if b.autointerp is not None:
+            from reports.autointerp_power import TITLE, rich_table
+
+            tables.append(rich_table(b.autointerp, f"{TITLE} · {b.model} · {b.hook}"))
     return tables
 
 

@@ -23,9 +23,8 @@ def copy_run(dst: Path) -> Path:
 
 def edit_result(run: Path, method: str, task: str, edit: Callable[[dict[str, Any]], None]) -> Path:
     """Apply `edit` to the record of (method, task) in the run directory `run`, in place."""
-    (path,) = [p for p in (run / "results").glob("*.json") if json.loads(p.read_text())["method"] == method
-               and json.loads(p.read_text())["task"] == task]
-    record = json.loads(path.read_text())
+    ((path, record),) = [(p, r) for p in (run / "results").glob("*.json")
+                         if (r := json.loads(p.read_text()))["method"] == method and r["task"] == task]
     edit(record)
     path.write_text(json.dumps(record))
     return path

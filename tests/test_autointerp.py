@@ -21,8 +21,18 @@ from bench.judge.weights import assemble
 from tasks.autointerp.calibration import calibrate, control_features
 from tasks.autointerp.excerpts import Excerpt, Sizes, sample_examples
 from tasks.autointerp.pipeline import Feature, Scored, interpret
-from tasks.autointerp.prompts import clean_explanation, display, explain_request, render
-from tasks.autointerp.scoring import auroc, balanced_accuracy, best_threshold, correlation, feature_mean
+from tasks.autointerp.prompts import (
+    clean_explanation,
+    copied,
+    detect_request,
+    display,
+    explain_request,
+    fuzzed_marks,
+    marked_tokens,
+    render,
+    true_marks,
+)
+from tasks.autointerp.scoring import auroc, auroc_variance, balanced_accuracy, best_threshold, correlation, feature_mean
 from tests.fake_judge import Answer, healthy, serving
 
 # --- scores ---------------------------------------------------------------------------------------------------
@@ -40,6 +50,20 @@ def test_auroc_hand_computed():
     assert auroc(np.array([0.9, 0.4, 0.5, 0.1]), np.array([1, 1, 0, 0], bool)) == pytest.approx(0.75)
     assert auroc(np.array([0.7, 0.7]), np.array([1, 0], bool)) == pytest.approx(0.5)  # a tie counts half
     assert np.isnan(auroc(np.array([0.3]), np.array([1], bool)))
+
+
+def test_delong_variance_matches_a_bootstrap_over_samples():
+    g = np.random.default_rng(0)
+    scores = np.concatenate([g.normal(1, 1, 30), g.normal(0, 1, 40)])
+    labels = np.arange(70) < 30
+    boot = []
+    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
+    for _ in range(3000):
+        idx = np.concatenate([g.choice(pos, 30), g.choice(neg, 40)])
+        boot.append(auroc(scores[idx], labels[idx]))
+    assert auroc_variance(scores, labels) == pytest.approx(np.var(boot), rel=0.15)
+    assert np.isnan(auroc_variance(np.array([1.0, 0.0]), np.array([True, False])))  # one of each: undefined
+    assert auroc_variance(np.array([2.0, 3, 0, 1]), np.array([True, True, False, False])) == 0  # perfect separation
 
 
 def test_calibrated_threshold_rescues_a_biased_judge():
@@ -108,23 +132,72 @@ def _planted(n_ctx=30, ctx_len=40, firing=20):
     return acts, tokens
 
 
-def test_excerpts_take_the_top_contexts_and_never_overlap():
+def test_excerpts_cover_the_activation_distribution_and_never_overlap():
     acts, tokens = _planted()
-    sizes = Sizes(window=8, n_explain=4, n_top=3, n_random=3, n_sampled=3)
+    sizes = Sizes(window=8, n_explain=4, n_top=3, n_quantile=3, n_non_firing=5)
     ex = sample_examples(acts, tokens, sizes, np.random.default_rng(0))
-    explain, top = {e.context for e in ex.explain}, {e.context for e in ex.top}
-    assert explain | top == set(range(13, 20))  # the seven strongest contexts, split between the two
+    top = [e for e in ex.activating if e.drawn == "top"]
+    explain, top_ctx = {e.context for e in ex.explain}, {e.context for e in top}
+    assert explain | top_ctx == set(range(13, 20))  # the seven strongest contexts, split between the two
     assert len(explain) == 4 and len(top) == 3
-    sampled, random = {e.context for e in ex.sampled}, {e.context for e in ex.random}
-    assert sampled <= set(range(13)) and len(sampled) == 3  # other contexts where it fires
-    assert len(random) == 3 and not random & (explain | top | sampled)
-    everything = [e.context for e in ex.explain + ex.top + ex.sampled + ex.random]
+    # the 13 other firing contexts ranked by peak (12 strongest ... 0 weakest) in 3 strata: one drawn from each
+    quantile = [e for e in ex.activating if e.drawn.startswith("quantile")]
+    assert [e.drawn for e in quantile] == ["quantile 1/3", "quantile 2/3", "quantile 3/3"]
+    (a,), (b,), (c,) = [{e.context} for e in quantile]
+    assert a in {12, 11, 10, 9} and b in {8, 7, 6, 5, 4} and c in {3, 2, 1, 0}
+    assert len(ex.non_firing) == 5 and ex.quietest == 0
+    for e in ex.non_firing:  # the feature is zero on every token of a negative
+        assert e.drawn == "non-firing" and not e.acts.any()
+        np.testing.assert_array_equal(e.acts, acts[e.context, e.start : e.start + 8])
+    everything = [e.context for e in ex.explain + ex.activating + ex.non_firing]
     assert len(everything) == len(set(everything))  # no context is used twice
-    for e in ex.explain + ex.top:
+    for e in ex.explain + top:
         assert int(np.argmax(e.acts)) == 6  # the peak sits three quarters into the window
         assert e.acts.max() == acts[e.context].max()
         np.testing.assert_array_equal(e.tokens, tokens[e.context, e.start : e.start + 8])
-    assert sample_examples(acts[:, :], tokens, Sizes(n_explain=15, n_top=10), np.random.default_rng(0)) is None
+    assert sample_examples(acts, tokens, Sizes(n_explain=15, n_top=10), np.random.default_rng(0)) is None
+
+
+def test_a_feature_firing_everywhere_gets_its_quietest_windows_as_negatives():
+    acts, tokens = _planted()
+    dense = acts + 0.01  # fires on every token: no window is silent
+    dense[25, 20:28] = 0.001  # the quietest window of all
+    sizes = Sizes(window=8, n_explain=4, n_top=3, n_quantile=3, n_non_firing=4)
+    ex = sample_examples(dense, tokens, sizes, np.random.default_rng(0))
+    assert ex.quietest == 4 and all(e.drawn == "quietest" for e in ex.non_firing)
+    quiet = {e.context: e for e in ex.non_firing}
+    assert 25 in quiet and quiet[25].start == 20  # the lowest peak there is
+    for e in ex.non_firing:  # each is its context's quietest window
+        peaks = np.lib.stride_tricks.sliding_window_view(dense[e.context], 8).max(-1)
+        assert e.acts.max() == peaks.min()
+
+
+def test_fuzzed_marks_move_every_mark_off_the_true_ones():
+    e = Excerpt(0, 0, np.arange(8), np.array([0, 4, 0, 0.5, 2, 0, 0, 0], np.float32))
+    truth = true_marks(e)
+    np.testing.assert_array_equal(truth, [0, 1, 0, 0, 1, 0, 0, 0])  # >= 1/4 of the peak 4: 4 and 2, not 0.5
+    for seed in range(5):
+        moved = fuzzed_marks(e, np.random.default_rng(seed))
+        assert moved.sum() == 2 and not (moved & truth).any()
+
+
+def test_copies_of_worked_examples_are_terms_the_marks_do_not_bear_out():
+    assert copied("adverbs ending in -ly", ["the", "cat"]) == ["adverb", "-ly"]
+    assert copied("adverbs ending in -ly", ["quickly", "softly"]) == []  # a real -ly feature
+    assert copied('the word "bank"', ["river"]) == ["bank"] and copied("bank", ["banks"]) == []
+    assert copied("names of cities", ["Paris"]) == []
+    e = Excerpt(0, 0, np.array([1, 2, 3]), np.array([0, 3, 1], np.float32))
+    assert marked_tokens([e], {1: "The", 2: " cat", 3: " sat"}) == ["cat", "sat"]  # 1 >= 1/4 of the peak 3
+
+
+def test_scoring_prompts_put_the_shared_part_first():
+    strings = {1: "The", 2: " cat", 3: " sat"}
+    a, b = (detect_request(Excerpt(0, 0, np.array(t), np.zeros(2, np.float32)), "cats", strings)
+            for t in ([1, 2], [2, 3]))
+    assert a.messages[0] == b.messages[0]  # the instructions: shared by every feature
+    user_a, user_b = a.messages[1][1], b.messages[1][1]
+    shared = next(i for i, (x, y) in enumerate(zip(user_a, user_b, strict=False)) if x != y)
+    assert "cats" in user_a[:shared] and user_a[shared:] == "The cat"  # only the excerpt differs, at the end
 
 
 def test_render_marks_and_display():
@@ -220,8 +293,8 @@ def test_readout_matches_greedy_next_token(smol):
 def test_pipeline_with_a_real_judge_then_the_rerun_is_free(smol, model, store, tmp_path):
     tokens, keep = store.eval.tokens(), store.eval.keep()
     strings = {int(t): model.tokenizer.decode([int(t)]) for t in np.unique(tokens)}
-    known, shuffled = control_features(tokens, keep, strings, n=1, min_contexts=3, seed=0)
-    sizes = Sizes(window=8, n_explain=2, n_top=1, n_random=1, n_sampled=1)
+    sizes = Sizes(window=8, n_explain=2, n_top=1, n_quantile=1, n_non_firing=2, n_fuzz=2, n_simulate=1)
+    known, shuffled = control_features(tokens, keep, strings, n=1, min_contexts=sizes.min_contexts, seed=0)
     features = known + shuffled + [Feature("never fires", np.zeros(tokens.shape, np.float32))]
     judge = Judge(smol, ResponseCache(tmp_path / "replies.sqlite"))
     first, rare = interpret(features, tokens, strings, judge, sizes, seed=0)
@@ -229,11 +302,15 @@ def test_pipeline_with_a_real_judge_then_the_rerun_is_free(smol, model, store, t
     assert judge.usage.failed == 0  # every request answered and usable (greedy: always the same answers)
     for s in first:
         assert s.explanation and -1 <= s.simulation <= 1 and 0 <= s.detection_auroc <= 1, s.to_json()
-        assert len(s.examples["detection"]) == 2 and len(s.examples["simulation_excerpts"]) == 2
+        assert 0 <= s.fuzzing_auroc <= 1 and s.copied == []
+        assert [d["positive"] for d in s.examples["detection"]] == [True, True, False, False]
+        assert sorted(d["positive"] for d in s.examples["fuzzing"]) == [False, True]  # half the marks moved
+        assert len(s.examples["simulation_excerpts"]) == 1
+    per_feature = 1 + sizes.samples_per_feature  # the explanation, 4 detection, 2 fuzzing, 1 simulation
     spent = judge.usage.prompt_tokens
-    assert spent > 0 and judge.usage.requests == 2 * 5
+    assert spent > 0 and judge.usage.requests == 2 * per_feature == 2 * 8
     again, _ = interpret(features, tokens, strings, judge, sizes, seed=0)
-    assert judge.usage.prompt_tokens == spent and judge.usage.cached == 2 * 5  # nothing recomputed
+    assert judge.usage.prompt_tokens == spent and judge.usage.cached == 2 * per_feature  # nothing recomputed
     assert [s.to_json() for s in again] == [s.to_json() for s in first]
 
 
@@ -278,8 +355,8 @@ def test_metrics_are_means_over_features_with_the_dictionary_index_as_id(model, 
 
     judge = Judge(_HashJudge())
     ctx = TaskContext(store, store.hook, lambda: model, seed=0, judge_loader=lambda: judge)
-    task = AutoInterp(n_features=6, n_controls=1, window=8, n_explain=2, n_score_top=2, n_score_random=2,
-                      n_score_sampled=1)
+    task = AutoInterp(n_features=6, n_controls=1, window=8, n_explain=2, n_score_top=2, n_score_quantile=1,
+                      n_score_non_firing=2, n_fuzz=2, n_simulate=1)
     task.prepare(ctx)
     d = store.train.d_model
     mean = store.train.kept_activations().mean(0)
@@ -288,7 +365,7 @@ def test_metrics_are_means_over_features_with_the_dictionary_index_as_id(model, 
     features = out.details["features"]
     assert len(features) == 6
     for name, key in (("simulation", "simulation"), ("detection_auroc", "detection_auroc"),
-                      ("detection_bal_acc", "detection_balanced_accuracy")):
+                      ("fuzzing_auroc", "fuzzing_auroc"), ("detection_bal_acc", "detection_balanced_accuracy")):
         m = out.metrics[name]
         per = {f["feature"]: f[key] for f in features if f[key] is not None}
         assert m.evidence.ids == list(per) and all(0 <= int(i) < dictionary.d_dict for i in per)
@@ -324,7 +401,8 @@ def test_unanswered_threshold():
 
 
 FAIL = Answer({"error": {"message": "overloaded"}}, 500, {"Retry-After": "0"})
-SMALL = dict(n_features=2, n_controls=1, window=8, n_explain=2, n_score_top=1, n_score_random=1, n_score_sampled=1)
+SMALL = dict(n_features=2, n_controls=1, window=8, n_explain=2, n_score_top=1, n_score_quantile=1,
+             n_score_non_firing=2, n_fuzz=2, n_simulate=1)
 
 
 def _judge_at(url: str) -> Judge:
@@ -364,7 +442,7 @@ def test_a_row_the_judge_failed_is_incomplete(model, store):
         dictionary = LinearDictionary.from_matrices(torch.eye(d), torch.eye(d), store.train.kept_activations().mean(0))
         ok = task.evaluate(dictionary, ctx)
         usage = ok.details["judge"]["usage"]
-        assert ok.incomplete is None and usage["requests"] == 2 * 5 and usage["failed"] == usage["unanswered"] == 0
+        assert ok.incomplete is None and usage["requests"] == 2 * 8 and usage["failed"] == usage["unanswered"] == 0
         assert all(np.isfinite(m.value) for m in ok.metrics.values()), ok.metrics
         down["now"] = True
         failed = task.evaluate(dictionary, ctx)

@@ -14,8 +14,8 @@ from tests.fake_judge import Answer, healthy, serving
 from tests.llama_server import free_port, llama_server, smollm2_gguf
 from tests.test_cli import assert_one_line_error, cli
 
-TINY = ("autointerp[n_features=1,n_controls=1,window=8,n_explain=2,n_score_top=1,n_score_random=1,"
-        "n_score_sampled=1]")
+TINY = ("autointerp[n_features=1,n_controls=1,window=8,n_explain=2,n_score_top=1,n_score_quantile=1,"
+        "n_score_non_firing=2,n_fuzz=2,n_simulate=1]")
 # A TopK SAE trained for 2 epochs rather than the smoke preset's 6: its features are judged the same way.
 SAE, SAE_LABEL = "sae-topk[epochs=2]", "sae-topk[epochs=2.0]"
 
@@ -57,7 +57,8 @@ def _finite(record: dict, *names: str) -> bool:
 def test_judge_outage_stores_nothing_and_the_rerun_retries(tmp_path):
     """A judge that answers the run's check and its calibration, then only HTTP 500: the row is not stored, the
     run says why and ends nonzero, what finished stays; against the judge back up, the rerun asks and stores."""
-    answered = 1 + 2 * 5  # the startup check, then calibration at TINY: 2 controls x (1 explanation + 4 excerpts)
+    # the startup check, then calibration at TINY: 2 controls x (1 explanation + 4 detection, 2 fuzzing, 1 simulation)
+    answered = 1 + 2 * 8
     state = {"down_from": answered}
     fail = Answer({"error": {"message": "overloaded"}}, 500, {"Retry-After": "0"})  # no back-off: a fast test
     out = tmp_path / "run"
@@ -80,7 +81,7 @@ def test_judge_outage_stores_nothing_and_the_rerun_retries(tmp_path):
         assert server.count > answered + 6
     record = _records(out)["pca"]
     usage = record["details"]["judge"]["usage"]
-    assert usage["requests"] == 5 and usage["failed"] == usage["unanswered"] == 0
+    assert usage["requests"] == 8 and usage["failed"] == usage["unanswered"] == 0
     assert _finite(record, "simulation", "detection_auroc", "detection_bal_acc")
     assert {k: v for k, v in _stamps(out).items() if k in kept} == kept
 
@@ -101,7 +102,9 @@ def test_offline_judge_end_to_end(tmp_path):
     assert feature["explanation"] and feature["explain_excerpts"] and feature["detection"]
     cal = details["calibration"]
     assert cal["n_known"] == cal["n_shuffled"] == 1 and 0 <= cal["threshold"] <= 1
-    assert {"simulation", "detection_auroc", "detection_bal_acc"} <= set(record["metrics"])
+    assert {"simulation", "detection_auroc", "fuzzing_auroc", "detection_bal_acc"} <= set(record["metrics"])
+    assert details["copies"]["copied"] == 0 and set(details["variance"]) == {"detection_auroc", "fuzzing_auroc",
+                                                                              "simulation"}
     assert "autointerp judge llama.cpp:smollm2-135m" in (out / "leaderboard.md").read_text()
 
 

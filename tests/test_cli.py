@@ -73,26 +73,40 @@ def _metrics(out: Path, task: str) -> dict[str, dict]:
     return {r["method"]: {k: v["value"] for k, v in r["metrics"].items()} for r in records}
 
 
+# The smoke run below runs every task but autointerp (end to end in tests/test_autointerp_cli.py, judged for real
+# there, without the response cache), the slowest at smaller sizes than the preset's, given as a user gives them: a
+# result per row and task, the leaderboard, resume and reproduction are checked the same at any size.
+SMALLER = {"loss_recovered": "loss_recovered[n_contexts=2]", "ioi_patching": "ioi_patching[greedy_passes=1,n_prompts=4]",
+           "disentanglement": "disentanglement[ks=32,n_cities=60]"}  # as results label them: settings sorted
+ELSEWHERE = {"autointerp"}
+# 3 epochs rather than the preset's 6: the toy's SAE still clearly beats PCA (MMCS 0.29 vs 0.23)
+SAE, SAE_LABEL = "sae-relu[epochs=3]", "sae-relu[epochs=3.0]"
+
+
 def test_smoke_run_end_to_end_then_resume(tmp_path):
+    import tasks
+
+    run_tasks = [t for name, t in tasks.REGISTRY.items()
+                 if getattr(t, "in_all", True) and not t.cross_seed and name not in ELSEWHERE]
+    specs = [SMALLER.get(t.name, t.name) for t in run_tasks]
+    # (cross-seed tasks, stability, need --seeds: none here)
+    args = ("run", "--preset", "smoke", "--methods", f"neurons,pca,{SAE}", "--tasks", ",".join(specs))
     out = tmp_path / "run"
-    first = cli("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--out", str(out))
+    first = cli(*args, "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "leaderboard" in first.stderr and "sae-relu" in first.stdout
 
     results = sorted(p.name for p in (out / "results").glob("*.json"))
     labels = {json.loads((out / "results" / n).read_text())["method"] for n in results}
     k = json.loads((out / "results" / results[0]).read_text())
-    assert {"neurons", "pca", "sae-relu"} <= labels
+    assert {"neurons", "pca", SAE_LABEL} <= labels
     assert any(label.startswith("pca@top") for label in labels) and any(label.startswith("neurons@top") for label in labels)
     # every (method, task); tasks without top-k rows (toy, probing) score each method once
-    import tasks
-
     base = {label for label in labels if "@top" not in label}
-    # (cross-seed tasks, stability, need --seeds: none here)
-    assert len(results) == sum(len(labels) if t.topk_rows else len(base) for t in tasks.REGISTRY.values()
-                               if not t.cross_seed)
+    assert len(results) == sum(len(labels) if t.topk_rows else len(base) for t in run_tasks)
+    assert {json.loads((out / "results" / n).read_text())["task"] for n in results} == set(specs)
     toy = _metrics(out, "toy_superposition")
-    assert set(toy) == base and toy["sae-relu"]["mmcs"] > toy["pca"]["mmcs"]
+    assert set(toy) == base and toy[SAE_LABEL]["mmcs"] > toy["pca"]["mmcs"]
     for key in ("config", "versions", "git_commit", "seed", "timings", "metrics", "exclusion"):
         assert key in k
     assert 0 < k["exclusion"]["excluded_fraction_eval"] < 0.1
@@ -105,7 +119,7 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
 
     # a second run in the same directory resumes: nothing is refitted or recomputed
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
-    second = cli("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--out", str(out))
+    second = cli(*args, "--out", str(out))
     assert second.returncode == 0, second.stderr[-3000:]
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
 
@@ -116,7 +130,7 @@ def test_smoke_run_end_to_end_then_resume(tmp_path):
 
     # a fresh run with the same seed reproduces every number bit for bit
     other = tmp_path / "again"
-    third = cli("run", "--preset", "smoke", "--methods", "neurons,pca,sae-relu", "--tasks", "reconstruction",
+    third = cli("run", "--preset", "smoke", "--methods", f"neurons,pca,{SAE}", "--tasks", "reconstruction",
                 "--out", str(other))
     assert third.returncode == 0, third.stderr[-3000:]
     assert _metrics(other, "reconstruction") == _metrics(out, "reconstruction")

@@ -167,21 +167,30 @@ def test_the_model_does_ioi(prepared):
     assert s["logit_diff_counterfactual"] < s["logit_diff"] and s["kl_counterfactual"] > 0.5
 
 
+@pytest.fixture(scope="module")
+def real_runs(prepared, model) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unpatched counterfactual and clean runs' logits at the real positions (the same for every dictionary)."""
+    task, _ = prepared
+    real = task.ds.real()
+    return model.logits(task.ds.counterfactual)[real], model.logits(task.ds.clean)[real]
+
+
 @pytest.mark.parametrize("name", IN_ALL)
-def test_endpoints_are_the_real_runs(name, prepared, store, model):
+def test_endpoints_are_the_real_runs(name, prepared, real_runs, store, model):
     """k = 0 gives the counterfactual run's logits, every feature plus the error term the clean run's."""
     task, ctx = prepared
     dictionary = methods.build_method(name, FAST.get(name), seed=0).fit(store.train)
     patcher = task.patcher(dictionary, ctx)
     ds, real = task.ds, task.ds.real()
+    counterfactual, clean = real_runs
 
     def logits(x):
         return model.logits(ds.counterfactual, ctx.hook, lambda act: x.to(act))[real]
 
     none = torch.zeros(patcher.d_dict, dtype=torch.bool)
     every = torch.ones(patcher.d_dict, dtype=torch.bool)
-    assert torch.equal(logits(patcher.activation(none)), model.logits(ds.counterfactual)[real])
-    assert torch.allclose(logits(patcher.activation(every, move_error=True)), model.logits(ds.clean)[real], atol=2e-3)
+    assert torch.equal(logits(patcher.activation(none)), counterfactual)
+    assert torch.allclose(logits(patcher.activation(every, move_error=True)), clean, atol=2e-3)
     kl, recovery, per_prompt = task.measure(ctx, patcher.activation(every, move_error=True))
     assert kl < 1e-6 and recovery == pytest.approx(1.0, abs=1e-3)
     assert per_prompt["kl"].shape == per_prompt["ld"].shape == (len(ds),) and per_prompt["kl"].max() < 1e-5

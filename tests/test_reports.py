@@ -35,7 +35,13 @@ def site(tmp_path_factory):
 def test_end_of_run_leaderboard_is_the_report(site):
     """The run's own leaderboard.json (written by `bench run`) holds the boards `bench report` builds."""
     run = load_run(BASELINE)
-    assert json.loads((BASELINE / "leaderboard.json").read_text())["boards"] == run_json(run)["boards"]
+    committed = json.loads((BASELINE / "leaderboard.json").read_text())["boards"]
+    # The committed baseline may predate the boards' `autointerp` verdict (reports/autointerp_power.py): compare
+    # without it there, until baselines/smoke is refreshed.
+    boards = run_json(run)["boards"]
+    assert len(boards) == len(committed)
+    assert committed == [{k: v for k, v in b.items() if k != "autointerp" or k in old}
+                         for b, old in zip(boards, committed, strict=True)]
     md = (site / "leaderboard.md").read_text()
     assert to_markdown(build_leaderboards(run.trained, run.method_order)) in md
     assert "## smollm2-135m · `blocks.12.hook_resid_post`" in md and "fvu ↓" in md and "**" in md

@@ -175,3 +175,16 @@ def test_auroc_by_counts_equals_auroc_by_ranks():
     idx = rng.integers(0, 50, size=(4, 30, 50))
     by_ranks = _auroc_by_ranks(score[idx], label[idx], [1, 2, 3])
     assert ev.at(idx).shape == (4, 30) and np.allclose(ev.at(idx), by_ranks, equal_nan=True)
+
+
+def test_evidence_whose_ids_do_not_pair_is_compared_unpaired():
+    """Autointerp's feature 3 of one dictionary is not feature 3 of another: equal ids must not pair them."""
+    g = np.random.default_rng(0)
+    base = g.normal(0, 1, 30)
+    a = Evidence("feature", [str(i) for i in range(30)], "mean", {"x": base + 0.3}, paired=False)
+    b = Evidence("feature", [str(i) for i in range(30)], "mean", {"x": base}, paired=False)
+    # paired by id the constant shift of 0.3 would be certain; unpaired it is within the spread of 30 values of sd 1
+    assert paired_p(Evidence("f", a.ids, "mean", a.columns), Evidence("f", b.ids, "mean", b.columns)) < 0.001
+    assert compare_p(a, b) == pytest.approx(unpaired_p(a, b)) and compare_p(a, b) > 0.05
+    back = Evidence.from_json(a.to_json())
+    assert back.paired is False and "paired" not in Evidence("f", a.ids, "mean", a.columns).to_json()

@@ -49,7 +49,7 @@ def control_features(tokens: np.ndarray, keep: np.ndarray, strings: Mapping[int,
 def calibrate(known: list[Scored], shuffled: list[Scored]) -> dict[str, Any]:
     """Separation of known vs shuffled controls, and the judge's detection threshold."""
     out: dict[str, Any] = {"n_known": len(known), "n_shuffled": len(shuffled)}
-    for score in ("detection_auroc", "simulation"):
+    for score in ("detection_auroc", "fuzzing_auroc", "simulation"):
         k = np.array([getattr(s, score) for s in known], float)
         r = np.array([getattr(s, score) for s in shuffled], float)
         k, r = k[np.isfinite(k)], r[np.isfinite(r)]

@@ -1,8 +1,17 @@
 """Explain, then score: the pipeline for any per-token activation arrays (dictionary features or controls).
 
-Stage 1 asks the explainer for every feature's explanation; stage 2 sends every detection and simulation request
-at once (so an endpoint sees `concurrency` requests in flight, and an in-process judge reuses each feature's
-prompt prefix). A failed or malformed reply drops that sample; a feature without an explanation is unscored.
+Stage 1 asks the explainer for every feature's explanation; stage 2 sends every scoring request at once (so an
+endpoint sees `concurrency` requests in flight), ordered by scorer and then by feature: an in-process judge keeps
+the longest common prefix in its KV cache, so each scorer's instructions are evaluated once and each feature's
+explanation once per scorer. A failed or malformed reply drops that sample; a feature without an explanation is
+unscored.
+
+Three scores per feature:
+- detection: AUROC of the judge's P(yes) on activating (positive) vs non-firing (negative) excerpts;
+- fuzzing (delphi): the activating excerpts with the feature's tokens marked, half of them with the marks moved
+  to other tokens; AUROC of P(yes) on true (positive) vs moved (negative) marks;
+- simulation (Bills et al.): correlation of the judge's expected 0..9 activation with the true activations, per
+  token of the simulated excerpts.
 """
 
 from __future__ import annotations
@@ -18,13 +27,20 @@ from tasks.autointerp.excerpts import Examples, Excerpt, Sizes, sample_examples
 from tasks.autointerp.prompts import (
     activation_digits,
     clean_explanation,
+    copied,
     detect_request,
     explain_request,
+    fuzz_request,
+    fuzzed_marks,
     mark_threshold,
+    marked_tokens,
     render,
     simulate_request,
+    true_marks,
 )
-from tasks.autointerp.scoring import auroc, correlation, finite_or_none
+from tasks.autointerp.scoring import auroc, auroc_variance, correlation, finite_or_none
+
+SCORERS = ("detection", "fuzzing", "simulation")  # the order requests are sent in (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -37,21 +53,54 @@ class Feature:
 class Scored:
     key: str
     explanation: str | None
-    simulation: float = float("nan")  # correlation of simulated and true activations, top + sampled excerpts
-    detection_auroc: float = float("nan")  # yes-probability of top (positive) vs random (negative) excerpts
+    simulation: float = float("nan")  # correlation of simulated and true activations over the simulated excerpts
+    detection_auroc: float = float("nan")  # P(yes) on activating (positive) vs non-firing (negative) excerpts
+    fuzzing_auroc: float = float("nan")  # P(yes) on true (positive) vs moved (negative) marks
+    within: dict[str, float] = field(default_factory=dict)  # per scorer: the AUROC's sampling variance (DeLong)
     yes_probs: list[float] = field(default_factory=list)  # the detection samples that succeeded ...
-    labels: list[bool] = field(default_factory=list)  # ... and whether each was a top excerpt
+    labels: list[bool] = field(default_factory=list)  # ... and whether each was an activating excerpt
+    copied: list[str] = field(default_factory=list)  # worked-example words the explanation repeats (`prompts.copied`)
     failed: int = 0  # requests whose reply failed or was malformed
     examples: dict[str, Any] = field(default_factory=dict)  # what a reader needs to judge the explanation
 
     def to_json(self) -> dict[str, Any]:
         return {"feature": self.key, "explanation": self.explanation, "simulation": finite_or_none(self.simulation),
-                "detection_auroc": finite_or_none(self.detection_auroc), "failed_requests": self.failed,
-                **self.examples}
+                "detection_auroc": finite_or_none(self.detection_auroc),
+                "fuzzing_auroc": finite_or_none(self.fuzzing_auroc),
+                "within_variance": {k: finite_or_none(v) for k, v in self.within.items()},
+                "copied": self.copied, "failed_requests": self.failed, **self.examples}
 
 
-def _shown(excerpts: list[Excerpt], strings: Mapping[int, str], threshold: float | None) -> list[str]:
-    return [render(e, strings, threshold) for e in excerpts]
+@dataclass(frozen=True)
+class _Job:
+    feature: int
+    scorer: str
+    excerpt: Excerpt
+    positive: bool = True  # detection: activating; fuzzing: true marks
+    marks: np.ndarray | None = None  # fuzzing: the marks shown
+
+
+def _jobs(i: int, ex: Examples, sizes: Sizes, g: np.random.Generator) -> list[_Job]:
+    """Feature i's scoring samples. Fuzzing and simulation take activating excerpts alternately from the top and
+    the quantile-sampled ones (the list is top first); fuzzing moves the marks of a random half of its samples."""
+    n_top = sum(e.drawn == "top" for e in ex.activating)
+    interleaved = [e for pair in zip(ex.activating[:n_top], ex.activating[n_top:], strict=False) for e in pair]
+    interleaved += [e for e in ex.activating if all(e is not f for f in interleaved)]
+    fuzz = interleaved[: sizes.n_fuzz]
+    moved = set(g.permutation(len(fuzz))[: len(fuzz) // 2].tolist())
+    return ([_Job(i, "detection", e, True) for e in ex.activating]
+            + [_Job(i, "detection", e, False) for e in ex.non_firing]
+            + [_Job(i, "fuzzing", e, k not in moved, fuzzed_marks(e, g) if k in moved else true_marks(e))
+               for k, e in enumerate(fuzz)]
+            + [_Job(i, "simulation", e) for e in interleaved[: sizes.n_simulate]])
+
+
+def _request(job: _Job, explanation: str, strings: Mapping[int, str]):
+    if job.scorer == "detection":
+        return detect_request(job.excerpt, explanation, strings)
+    if job.scorer == "fuzzing":
+        return fuzz_request(job.excerpt, job.marks, explanation, strings)
+    return simulate_request(job.excerpt, explanation, strings)
 
 
 def interpret(features: list[Feature], tokens: np.ndarray, strings: Mapping[int, str], judge: Judge, sizes: Sizes,
@@ -63,8 +112,7 @@ def interpret(features: list[Feature], tokens: np.ndarray, strings: Mapping[int,
         ex = sample_examples(f.acts, tokens, sizes, rng(seed, f"autointerp:{f.key}"))
         if ex is not None:
             sampled.append((f, ex))
-    per_feature = 1 + sizes.n_top + sizes.n_random + sizes.n_top + sizes.n_sampled
-    count = {"done": 0, "total": len(sampled) * per_feature}
+    count = {"done": 0, "total": len(sampled) * (1 + sizes.samples_per_feature)}
 
     def tick(n: int) -> None:
         count["done"] += n
@@ -72,54 +120,64 @@ def interpret(features: list[Feature], tokens: np.ndarray, strings: Mapping[int,
             progress(count["done"], count["total"])
 
     explanations = judge.map([explain_request(ex.explain, strings) for _, ex in sampled], tick)
-    jobs: list[tuple[int, str, Excerpt]] = []  # (feature, "detect"/"simulate", excerpt)
-    requests = []
+    jobs: list[_Job] = []
     results = []
     for i, ((f, ex), reply) in enumerate(zip(sampled, explanations, strict=True)):
         text = clean_explanation(reply.value) if reply.ok else ""
-        scored = Scored(f.key, text or None, failed=int(not reply.ok or not text))
+        shown = [render(e, strings, mark_threshold(ex.explain)) for e in ex.explain]
+        scored = Scored(f.key, text or None, failed=int(not reply.ok or not text),
+                        copied=copied(text, marked_tokens(ex.explain, strings)) if text else [])
         scored.examples = {
-            "explain_excerpts": _shown(ex.explain, strings, mark_threshold(ex.explain)),
+            "explain_excerpts": shown,
             "max_activation": float(max(e.acts.max() for e in ex.explain)),
+            "drawn": {"activating": [e.drawn for e in ex.activating],
+                      "non_firing": "quietest windows (the feature fires in almost every window)" if ex.quietest
+                      else "windows where the feature never fires", "n_quietest": ex.quietest},
         }
         results.append(scored)
-        if not text:
-            continue
-        for kind, excerpts in (("detect", ex.top + ex.random), ("simulate", ex.top + ex.sampled)):
-            for e in excerpts:
-                jobs.append((i, kind, e))
-                requests.append((detect_request if kind == "detect" else simulate_request)(e, text, strings))
-    count["total"] = len(sampled) + len(requests)  # unexplained features issue no scoring requests
-    replies = judge.map(requests, tick)
-    mine: dict[int, list[tuple[str, Excerpt, Reply]]] = {i: [] for i in range(len(sampled))}
-    for (i, kind, e), r in zip(jobs, replies, strict=True):
-        mine[i].append((kind, e, r))
-    for i, (_, ex) in enumerate(sampled):
-        _score(results[i], ex, mine[i], strings)
+        if text:
+            jobs += _jobs(i, ex, sizes, rng(seed, f"autointerp:fuzz:{f.key}"))
+    order = {s: k for k, s in enumerate(SCORERS)}
+    jobs.sort(key=lambda j: order[j.scorer])  # stable: by scorer, then feature, then sample
+    count["total"] = len(sampled) + len(jobs)  # unexplained features issue no scoring requests
+    replies = judge.map([_request(j, results[j.feature].explanation or "", strings) for j in jobs], tick)
+    mine: dict[int, list[tuple[_Job, Reply]]] = {i: [] for i in range(len(sampled))}
+    for j, r in zip(jobs, replies, strict=True):
+        mine[j.feature].append((j, r))
+    for i in range(len(sampled)):
+        _score(results[i], mine[i], strings)
     return results, len(features) - len(sampled)
 
 
-def _score(scored: Scored, ex: Examples, replies: list[tuple[str, Excerpt, Reply]], strings: Mapping[int, str]) -> None:
-    top = {id(e) for e in ex.top}
-    probs, labels, predicted, true, shown = [], [], [], [], []
+def _score(scored: Scored, replies: list[tuple[_Job, Reply]], strings: Mapping[int, str]) -> None:
     scale = scored.examples["max_activation"]
-    for kind, e, r in replies:
+    answers: dict[str, tuple[list[float], list[bool]]] = {"detection": ([], []), "fuzzing": ([], [])}
+    shown: dict[str, list[dict[str, Any]]] = {"detection": [], "fuzzing": []}
+    predicted, true = [], []
+    for job, r in replies:
         scored.failed += not r.ok
-        if kind == "detect":
-            shown.append({"text": render(e, strings), "top": id(e) in top, "yes_prob": r.value if r.ok else None})
+        if job.scorer in answers:
+            text = render(job.excerpt, strings, marks=job.marks)
+            shown[job.scorer].append({"text": text, "drawn": job.excerpt.drawn, "positive": job.positive,
+                                      "yes_prob": r.value if r.ok else None})
             if r.ok:
-                probs.append(float(r.value))
-                labels.append(id(e) in top)
+                answers[job.scorer][0].append(float(r.value))
+                answers[job.scorer][1].append(job.positive)
         elif r.ok:
             predicted.extend(r.value)
-            true.extend(e.acts.tolist())
+            true.extend(job.excerpt.acts.tolist())
     if predicted:
         scored.simulation = correlation(np.array(predicted), np.array(true))
-    scored.yes_probs, scored.labels = probs, labels
-    scored.detection_auroc = auroc(np.array(probs), np.array(labels))
-    scored.examples["detection"] = shown
+    for scorer, (probs, labels) in answers.items():
+        value = auroc(np.array(probs), np.array(labels, bool))
+        setattr(scored, f"{scorer}_auroc", value)
+        scored.within[scorer] = auroc_variance(np.array(probs), np.array(labels, bool))
+    scored.yes_probs, scored.labels = answers["detection"]
+    scored.examples["detection"] = shown["detection"]
+    scored.examples["fuzzing"] = shown["fuzzing"]
     scored.examples["simulation_excerpts"] = [
-        {"text": render(e, strings), "true": activation_digits(e.acts, scale),
+        {"text": render(job.excerpt, strings), "drawn": job.excerpt.drawn,
+         "true": activation_digits(job.excerpt.acts, scale),
          "predicted": [round(v, 2) for v in r.value] if r.ok else None}
-        for kind, e, r in replies if kind == "simulate"
+        for job, r in replies if job.scorer == "simulation"
     ]

@@ -1,13 +1,14 @@
 """The prompts: explanation (explainer), detection and simulation (scorer).
 
 Written for small instruct judges as much as for large ones (see docs/autointerp.md): the explainer also gets
-the list of marked tokens with counts, and detection shows the excerpt before asking about the explanation.
+the list of marked tokens with counts. Scoring prompts put what a feature's samples share first (instructions,
+then the explanation) and the excerpt last, so an in-process judge pays for the shared part once per feature.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -18,7 +19,12 @@ MARK_FRACTION = 0.25  # tokens at or above this fraction of the strongest shown 
 
 EXPLAIN_SYSTEM = ("You are studying one neuron of a language model. You read text excerpts where it fires and "
                   "say in a short phrase what it responds to.")
-DETECT_SYSTEM = "You check whether a text excerpt matches the description of a neuron of a language model."
+DETECT_SYSTEM = ("You check descriptions of neurons of a language model. You get a neuron's description and a text "
+                 "excerpt. Answer yes if the text contains tokens that match the description, no if it does not. "
+                 "Answer yes or no only.")
+FUZZ_SYSTEM = ("You check descriptions of neurons of a language model. You get a neuron's description and a text "
+               "excerpt in which some tokens are marked <<like this>>. Answer yes if the marked tokens are what the "
+               "description describes, no if the marks sit on other tokens. Answer yes or no only.")
 SIMULATE_SYSTEM = ("You predict, token by token, how strongly a neuron of a language model fires on a text, "
                    "given a description of what the neuron responds to.")
 
@@ -28,12 +34,17 @@ def display(piece: str) -> str:
     return piece.replace("\r", "").replace("\n", "↵").replace("\t", "⇥")
 
 
-def render(excerpt: Excerpt, strings: Mapping[int, str], threshold: float | None = None) -> str:
-    """The excerpt as text; tokens with activation >= threshold are marked <<like this>>."""
+def render(excerpt: Excerpt, strings: Mapping[int, str], threshold: float | None = None,
+           marks: np.ndarray | None = None) -> str:
+    """The excerpt as text; tokens with activation >= threshold, or where `marks` (bool `[window]`) is set, are
+    marked <<like this>>."""
+    if marks is None:
+        marks = (excerpt.acts > 0) & (excerpt.acts >= threshold) if threshold is not None else \
+            np.zeros(len(excerpt.tokens), bool)
     out = []
-    for token, act in zip(excerpt.tokens, excerpt.acts, strict=True):
+    for token, mark in zip(excerpt.tokens, marks, strict=True):
         piece = display(strings[int(token)])
-        if threshold is not None and act > 0 and act >= threshold:
+        if mark:
             stripped = piece.lstrip()
             piece = f"{piece[: len(piece) - len(stripped)]}<<{stripped}>>"
         out.append(piece)
@@ -44,25 +55,52 @@ def mark_threshold(excerpts: list[Excerpt]) -> float:
     return MARK_FRACTION * float(max(e.acts.max() for e in excerpts))
 
 
-# One worked example per prompt: small judges copy its form (a concrete phrase; one line per token, a digit each).
-EXPLAIN_EXAMPLE = (
-    "Example 1.\n1. they sat on the river <<bank>> and\n2. money from the <<bank>> was\n"
-    "Marked tokens (times marked): bank (2)\nAnswer: the word \"bank\"\n\n"
-    "Example 2.\n1. she <<quickly>> ran home\n2. he spoke <<softly>> and <<slowly>>\n"
-    "Marked tokens (times marked): quickly (1), softly (1), slowly (1)\nAnswer: adverbs ending in -ly\n\n")
+# No worked example: the 1.5B judge copied them into explanations of unrelated features ("adverbs ending in -ly").
+# The format is asked for in words, after the excerpts, as a fill-in form holding the feature's most often marked
+# token. Measured on the default run's controls and dense features: with the instructions first, or without the
+# form, the judge named a neighbouring word ("apostles" for a feature firing on " also"); with a placeholder
+# ('the word "WORD"', '"<that word>"') it returned the placeholder for features whose marks differ.
+EXPLAIN_HEAD = "The neuron fires on the tokens marked <<like this>> in the excerpts below.\n"
+
+
+def explain_tail(most_marked: str) -> str:
+    return ("Describe the marked tokens, not the other words. If the same word is marked in every excerpt, answer "
+            f"exactly: the word \"{most_marked}\". Otherwise answer with a short phrase naming what the marked "
+            "tokens have in common. Answer with the phrase only.")
+
+
+# Worked examples this prompt showed in earlier versions, as (a term of the example's answer, a test of whether the
+# marked tokens bear it out). An explanation using the term for tokens that do not is a copy (`copied`).
+WATCHED_EXAMPLES: dict[str, Callable[[str], bool]] = {
+    "bank": lambda token: "bank" in token,  # the word "bank"
+    "adverb": lambda token: token.endswith("ly"),  # adverbs ending in -ly
+    "-ly": lambda token: token.endswith("ly"),
+    '"word"': lambda token: token == "word",  # a placeholder form ('the word "WORD"') returned unfilled
+}
+
+
+def copied(explanation: str, marked: Iterable[str]) -> list[str]:
+    """The terms of `WATCHED_EXAMPLES` that `explanation` uses although none of the `marked` tokens the explainer
+    was shown bears them out (empty: not a copy)."""
+    text, tokens = explanation.lower(), [t.strip().lower() for t in marked]
+    return [term for term, fits in WATCHED_EXAMPLES.items() if term in text and not any(map(fits, tokens))]
+
+
+def marked_tokens(excerpts: list[Excerpt], strings: Mapping[int, str]) -> list[str]:
+    """The tokens the explainer sees marked, in order (with repeats)."""
+    threshold = mark_threshold(excerpts)
+    return [display(strings[int(t)]).strip() or "(space)" for e in excerpts
+            for t, a in zip(e.tokens, e.acts, strict=True) if a > 0 and a >= threshold]
 
 
 def explain_request(excerpts: list[Excerpt], strings: Mapping[int, str], max_listed: int = 12) -> Generate:
     threshold = mark_threshold(excerpts)
     lines = [f"{i}. {render(e, strings, threshold)}" for i, e in enumerate(excerpts, 1)]
-    marked = Counter(display(strings[int(t)]).strip() or "(space)" for e in excerpts
-                     for t, a in zip(e.tokens, e.acts, strict=True) if a > 0 and a >= threshold)
-    listed = ", ".join(f"{tok} ({n})" for tok, n in marked.most_common(max_listed))
-    user = ("Each excerpt below marks <<like this>> the tokens where the neuron fires most. Say what the neuron "
-            "fires on, as concretely as the marks allow: if it is always the same word, name that word.\n\n"
-            + EXPLAIN_EXAMPLE + "Now this neuron.\n" + "\n".join(lines)
-            + f"\nMarked tokens (times marked): {listed}\nAnswer with one short phrase, nothing else.")
-    return Generate((("system", EXPLAIN_SYSTEM), ("user", user)), max_tokens=32)
+    counts = Counter(marked_tokens(excerpts, strings)).most_common(max_listed)
+    listed = ", ".join(f"{tok} ({n})" for tok, n in counts)
+    user = (EXPLAIN_HEAD + f"Marked tokens (times marked): {listed}\n\n" + "\n".join(lines) + "\n\n"
+            + explain_tail(counts[0][0] if counts else ""))
+    return Generate((("system", EXPLAIN_SYSTEM), ("user", user)), max_tokens=24)
 
 
 def clean_explanation(text: str) -> str:
@@ -78,9 +116,31 @@ def clean_explanation(text: str) -> str:
 
 
 def detect_request(excerpt: Excerpt, explanation: str, strings: Mapping[int, str]) -> Choice:
-    user = (f"Text: {render(excerpt, strings)}\n\nNeuron description: {explanation}\n\n"
-            "Does the text contain tokens that match the description? Answer yes or no.")
+    """Everything shared by a feature's samples comes first (instructions, then the explanation), the excerpt
+    last: an in-process judge evaluates the shared part once per feature (its KV cache keeps the longest common
+    prefix), and each sample costs only its own tokens."""
+    user = f"Neuron description: {explanation}\nText: {render(excerpt, strings)}"
     return Choice((("system", DETECT_SYSTEM), ("user", user)), ("yes", "no"))
+
+
+def fuzz_request(excerpt: Excerpt, marks: np.ndarray, explanation: str, strings: Mapping[int, str]) -> Choice:
+    """The excerpt with `marks` (bool `[window]`) marked; laid out like `detect_request`."""
+    user = f"Neuron description: {explanation}\nText: {render(excerpt, strings, marks=marks)}"
+    return Choice((("system", FUZZ_SYSTEM), ("user", user)), ("yes", "no"))
+
+
+def true_marks(excerpt: Excerpt) -> np.ndarray:
+    """bool `[window]`: the tokens at or above `MARK_FRACTION` of the excerpt's own peak (at least the peak)."""
+    return (excerpt.acts > 0) & (excerpt.acts >= MARK_FRACTION * float(excerpt.acts.max()))
+
+
+def fuzzed_marks(excerpt: Excerpt, rng: np.random.Generator) -> np.ndarray:
+    """As many marks as `true_marks`, moved to tokens the true marks leave out (all of them if there are fewer)."""
+    truth = true_marks(excerpt)
+    others = np.flatnonzero(~truth)
+    out = np.zeros_like(truth)
+    out[rng.choice(others, size=min(int(truth.sum()), len(others)), replace=False)] = True
+    return out
 
 
 SIMULATE_EXAMPLE = ("Example. Neuron description: names of animals\nText: the dog barked\n"

@@ -34,6 +34,18 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
+def auroc_variance(scores: np.ndarray, labels: np.ndarray) -> float:
+    """DeLong's variance of the AUROC over the samples it was computed from (the within-feature, sampling part of a
+    per-feature score's variance): var(V10)/m + var(V01)/n, with V10_i the share of negatives positive i outranks
+    (ties half) and V01_j the share of positives that outrank negative j. NaN with fewer than 2 of either class."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = s[y], s[~y]
+    if len(pos) < 2 or len(neg) < 2:
+        return float("nan")
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    return float(psi.mean(1).var(ddof=1) / len(pos) + psi.mean(0).var(ddof=1) / len(neg))
+
+
 def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
     """Mean of the true-positive and true-negative rates of `score > threshold`; NaN without both classes."""
     s, y = np.asarray(scores, float), np.asarray(labels, bool)
@@ -60,12 +72,13 @@ def feature_mean(keys: Sequence[str], values: Sequence[float], description: str,
     interval over those features (`bench.stats`: none, with the reason, below 5 features or when every resample
     gives the same value). keys `[n]` name the features (their index in the dictionary), values `[n]`, NaN where
     the score is undefined (e.g. detection with one class left). Features are each method's own sample, so ids do
-    not pair two methods; the interval covers the sampling of features and the judge's noise on each."""
+    not pair two methods (two dictionaries of one width share indices: `paired=False` keeps them apart); the
+    interval covers the sampling of features and the judge's noise on each."""
     v = np.asarray(values, float)
     ok = np.isfinite(v)
     if not ok.any():
         return Metric.without_interval(float("nan"), True, description, "no sampled feature has this score",
                                        unit="feature", n=0)
     evidence = Evidence("feature", [k for k, o in zip(keys, ok, strict=True) if o], "mean", {"x": v[ok]},
-                        sources=("features sampled", "judge"))
+                        sources=("features sampled", "judge"), paired=False)
     return Metric.of(evidence, True, description, seed=seed)

@@ -1,11 +1,15 @@
 """`autointerp`: are a method's features interpretable? An explainer LLM describes each sampled feature from its
 top-activating excerpts; a scorer LLM, given only the description, predicts where it fires on held-out excerpts.
 
-Two scores per feature (Bills et al. 2023; Cunningham et al. 2023; SAEBench and delphi for detection):
+Three scores per feature (Bills et al. 2023; Cunningham et al. 2023; SAEBench and delphi for detection and
+fuzzing), on excerpts drawn as `excerpts.py` says (activating: top and quantile-sampled; negatives: windows where
+the feature never fires):
 - `simulation`: correlation between the scorer's expected 0..9 activation per token and the true activations on
-  top-activating and random firing excerpts;
-- `detection`: AUROC of the scorer's yes-probability on top-activating (positive) vs random (negative) excerpts,
-  and balanced accuracy at this judge's threshold, calibrated on controls of known meaning.
+  activating excerpts;
+- `detection`: AUROC of the scorer's yes-probability on activating (positive) vs non-firing (negative) excerpts,
+  and balanced accuracy at this judge's threshold, calibrated on controls of known meaning;
+- `fuzzing`: AUROC of the yes-probability on activating excerpts whose marks sit on the feature's tokens
+  (positive) vs marks moved to other tokens (negative).
 Per method: means over features with bootstrap 95% intervals over features (none below 5 features: see
 `scoring.feature_mean`), and per-feature records (explanation, excerpts, judge answers). Before any method, the
 judge is calibrated (see `calibration.py`) and the result says how well it separates known from shuffled
@@ -32,6 +36,7 @@ from bench.specs import non_negative, positive
 from tasks.autointerp.calibration import calibrate, control_features
 from tasks.autointerp.excerpts import Sizes
 from tasks.autointerp.pipeline import Feature, Scored, interpret
+from tasks.autointerp.prompts import MARK_FRACTION
 from tasks.autointerp.scoring import balanced_accuracy, feature_mean, finite_or_none
 from tasks.base import Task, TaskContext, TaskOutput
 
@@ -53,17 +58,20 @@ def unanswered(spent: dict[str, int], last_error: str, undefined: list[str] | No
 
 @dataclass
 class AutoInterp(Task):
-    n_features: int = positive(3)  # per method, sampled among the features that fire in enough held-out contexts
+    n_features: int = positive(5)  # per method, sampled among the features that fire in enough held-out contexts
     window: int = positive(16)  # tokens per excerpt (the paper: 64)
     n_explain: int = positive(5)  # top-activating excerpts the explainer reads (the paper: 5)
-    n_score_top: int = positive(2)  # held-out top-activating excerpts scored (the paper: 5)
-    n_score_random: int = positive(2)  # random excerpts: detection's negatives
-    n_score_sampled: int = non_negative(2)  # random excerpts where the feature fires: simulation's other half (the paper: 5)
+    n_score_top: int = positive(4)  # held-out top-activating excerpts scored
+    n_score_quantile: int = non_negative(6)  # activating excerpts drawn one per stratum of the rest (delphi)
+    n_score_non_firing: int = positive(10)  # windows where the feature never fires: detection's negatives
+    n_fuzz: int = non_negative(6)  # activating excerpts shown with marks, half of them moved: fuzzing
+    n_simulate: int = non_negative(2)  # activating excerpts simulated token by token (the paper: 10)
     n_controls: int = positive(3)  # known-meaning controls, each with a shuffled twin, to calibrate the judge
     n_contexts: int | None = positive(None)  # held-out contexts read (None: the whole eval split)
     encode_batch: int = positive(16)  # contexts encoded at once
 
     name = "autointerp"
+    version = 2  # activating excerpts across quantiles, non-firing negatives, fuzzing, prefix-first prompts
     description = "explain features with an LLM judge, score by simulation and detection; judge calibrated on controls"
     needs_model = True  # the subject model's tokenizer turns token ids back into text
     needs_judge = True
@@ -71,7 +79,8 @@ class AutoInterp(Task):
 
     @property
     def sizes(self) -> Sizes:
-        return Sizes(self.window, self.n_explain, self.n_score_top, self.n_score_random, self.n_score_sampled)
+        return Sizes(self.window, self.n_explain, self.n_score_top, self.n_score_quantile, self.n_score_non_firing,
+                     self.n_fuzz, self.n_simulate)
 
     def prepare(self, ctx: TaskContext) -> None:
         split = ctx.store.eval
@@ -80,7 +89,7 @@ class AutoInterp(Task):
         tokenizer = ctx.model.tokenizer
         self._strings = {int(t): tokenizer.decode([int(t)]) for t in np.unique(self._tokens)}
         known, shuffled = control_features(self._tokens, self._keep, self._strings, self.n_controls,
-                                           self.sizes.min_contexts + self.n_score_sampled, ctx.seed)
+                                           self.sizes.min_contexts, ctx.seed)
         if not known:
             raise BenchError("autointerp: no token of the eval split is frequent enough for judge calibration; "
                              "harvest more eval contexts")
@@ -124,6 +133,19 @@ class AutoInterp(Task):
                   "n_sampled": len(chosen)}
         return [Feature(str(int(i)), a) for i, a in zip(chosen, acts, strict=True)], counts
 
+    def _sampling(self, scored: list[Scored]) -> dict[str, Any]:
+        """How each feature's excerpts were drawn, as a reader needs it beside the scores."""
+        sz = self.sizes
+        return {"activating": f"{sz.n_top} of the strongest contexts (others than the explainer's {sz.n_explain}) "
+                f"and {sz.n_quantile} drawn one per stratum of the remaining firing contexts ranked by peak",
+                "non_firing": f"{sz.n_non_firing} windows of {sz.window} tokens where the feature never fires, each "
+                "from another context; the quietest windows where a feature fires almost everywhere",
+                "fuzzing": f"{sz.n_fuzz} activating excerpts with marks on tokens >= {MARK_FRACTION} of their peak, "
+                "half of them moved to other tokens",
+                "simulation": f"{sz.n_simulate} activating excerpts",
+                "features_with_quietest_negatives": sum(bool(s.examples.get("drawn", {}).get("n_quietest"))
+                                                        for s in scored)}
+
     def evaluate(self, dictionary: Dictionary, ctx: TaskContext) -> TaskOutput:
         features, counts = self.features(dictionary, ctx)
         judge = ctx.judge
@@ -137,9 +159,13 @@ class AutoInterp(Task):
         bal_acc = [np.nan if (v := s.examples["detection_balanced_accuracy"]) is None else v for s in scored]
         metrics = {
             "simulation": feature_mean(keys, [s.simulation for s in scored], "correlation of simulated and true "
-                                       "activations (top + random firing excerpts), mean over features", ctx.seed),
+                                       "activations per token of activating excerpts, mean over features", ctx.seed),
             "detection_auroc": feature_mean(keys, [s.detection_auroc for s in scored], "AUROC of the judge's "
-                                            "yes-probability, top vs random excerpts, mean over features", ctx.seed),
+                                            "yes-probability, activating vs non-firing excerpts, mean over features",
+                                            ctx.seed),
+            "fuzzing_auroc": feature_mean(keys, [s.fuzzing_auroc for s in scored], "AUROC of the judge's "
+                                          "yes-probability, true vs moved marks on activating excerpts, mean over "
+                                          "features", ctx.seed),
             "detection_bal_acc": feature_mean(
                 keys, bal_acc, f"balanced accuracy at the judge's calibrated yes-threshold {threshold:.3f}, mean over "
                 "features", ctx.seed),
@@ -152,11 +178,34 @@ class AutoInterp(Task):
             **counts,
             "n_scored": sum(np.isfinite(s.simulation) or np.isfinite(s.detection_auroc) for s in scored),
             "judge": {"name": judge.name, "simulation_mode": judge.simulation_mode, "usage": spent},
+            "sampling": self._sampling(scored),
+            "variance": variance(scored),
+            "copies": {"explanations": sum(s.explanation is not None for s in scored),
+                       "copied": sum(bool(s.copied) for s in scored)},
             "calibration": cal,
             "features": [s.to_json() for s in scored],
             "board_notes": [_calibration_note(judge.name, judge.simulation_mode, cal)],
         }
         return TaskOutput(metrics, details, incomplete=incomplete)
+
+
+def variance(scored: list[Scored]) -> dict[str, dict[str, float | None]]:
+    """Per scorer, the per-feature score's variance split into its within-feature part (the mean DeLong sampling
+    variance: more samples per feature shrink it) and the between-feature rest (only more features shrink it).
+    Simulation has no within-feature estimate here (its tokens are not independent samples)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for scorer, attr in (("detection", "detection_auroc"), ("fuzzing", "fuzzing_auroc"), ("simulation", "simulation")):
+        v = np.array([getattr(s, attr) for s in scored], float)
+        w = np.array([s.within.get(scorer, np.nan) for s in scored], float)
+        ok = np.isfinite(v)
+        total = float(v[ok].var(ddof=1)) if ok.sum() > 1 else None
+        within = float(np.nanmean(w[ok])) if np.isfinite(w[ok]).any() else None
+        n = [sum(d["yes_prob"] is not None for d in s.examples.get(scorer, [])) for s, o in zip(scored, ok,
+                                                                                                 strict=True) if o]
+        out[attr] = {"total": total, "within": within,
+                     "between": None if total is None or within is None else max(total - within, 0.0),
+                     "samples_per_feature": float(np.mean(n)) if n and scorer != "simulation" else None}
+    return out
 
 
 def _spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -165,11 +214,13 @@ def _spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 def _calibration_note(name: str, mode: str, cal: dict[str, Any]) -> str:
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    scores = (("detection", "detection_auroc"), ("fuzzing", "fuzzing_auroc"), ("simulation", "simulation"))
     return (f"autointerp judge {name} ({mode} simulation). Calibration on {cal['n_known']} known-token controls vs "
-            f"{cal['n_shuffled']} shuffled: separation AUROC detection {fmt(cal['separation_detection_auroc'])}, "
-            f"simulation {fmt(cal['separation_simulation'])} (1 = perfect, 0.5 = cannot tell); known controls score "
-            f"detection {fmt(cal['detection_auroc_known'])} / simulation {fmt(cal['simulation_known'])}, shuffled "
-            f"{fmt(cal['detection_auroc_shuffled'])} / {fmt(cal['simulation_shuffled'])}")
+            f"{cal['n_shuffled']} shuffled: separation AUROC "
+            + ", ".join(f"{n} {fmt(cal.get(f'separation_{k}'))}" for n, k in scores)
+            + " (1 = perfect, 0.5 = cannot tell); known controls score "
+            + " / ".join(fmt(cal.get(f"{k}_known")) for _, k in scores) + ", shuffled "
+            + " / ".join(fmt(cal.get(f"{k}_shuffled")) for _, k in scores) + " (detection / fuzzing / simulation)")
 
 
 __all__ = ["AutoInterp", "Scored"]
