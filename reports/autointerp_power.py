@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench.stats import ALPHA, MIN_UNITS, Evidence, holm, unpaired_p
-from reports.leaderboard import Cell, Column, Leaderboard, Row, _base, fmt
+from reports.leaderboard import Cell, Column, Leaderboard, Row, _base, _number, fmt
 
 TASK = "autointerp"
 SCORERS = ("detection_auroc", "fuzzing_auroc", "simulation")  # per-feature means, higher is better
@@ -55,8 +55,8 @@ class Comparison:
     reason: str | None = None  # why there is no p (TOO_FEW: a side has < 5 features or no per-feature evidence)
 
     def to_json(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "difference": _num(self.difference), "p": _num(self.p),
-                "significant": self.significant, "mde": _num(self.mde),
+        return {"baseline": self.baseline, "difference": _number(self.difference), "p": _number(self.p),
+                "significant": self.significant, "mde": _number(self.mde),
                 **({"reason": self.reason} if self.reason else {})}
 
 
@@ -72,7 +72,7 @@ class MethodVerdict:
     comparisons: dict[str, Comparison] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "value": _num(self.value),
+        return {"method": self.method, "value": _number(self.value),
                 "interval": list(self.interval) if self.interval else None, "n": self.n,
                 "comparisons": {b: c.to_json() for b, c in self.comparisons.items()}}
 
@@ -121,9 +121,9 @@ class ScorerVerdict:
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "metric": self.metric, "baselines": self.baselines,
-                "rows": [r.to_json() for r in self.rows], "mde": _num(self.mde), "mde_n": self.mde_n,
-                "power": POWER, "alpha": ALPHA, "between_sd": _num(self.between_sd), "within_sd": _num(self.within_sd),
-                "samples_per_feature": _num(self.samples_per_feature), "within_share": _num(self.within_share),
+                "rows": [r.to_json() for r in self.rows], "mde": _number(self.mde), "mde_n": self.mde_n,
+                "power": POWER, "alpha": ALPHA, "between_sd": _number(self.between_sd), "within_sd": _number(self.within_sd),
+                "samples_per_feature": _number(self.samples_per_feature), "within_share": _number(self.within_share),
                 "line": self.power_line()}
 
 
@@ -305,8 +305,3 @@ def rich_table(verdict: AutointerpVerdict, title: str):
                 cells.append(f"[bold green]{text}[/]" if c is not None and c.significant else text)
             t.add_row(escape(s.key) if j == 0 else "", escape(v.method), str(v.n), escape(value_text(v)), *cells)
     return t
-
-
-def _num(value: float | None) -> float | None:
-    """JSON has no NaN: a missing number is null."""
-    return None if value is None or not math.isfinite(value) else float(value)

@@ -448,3 +448,17 @@ def test_a_row_the_judge_failed_is_incomplete(model, store):
         failed = task.evaluate(dictionary, ctx)
         assert failed.incomplete == (f"2 of 2 judge requests failed (the judge at {server.url} answers HTTP 500 "
                                      "(2 attempts))")  # two explanations failed: nothing else was asked
+
+
+def test_variance_splits_per_feature_scores_into_within_and_between():
+    from tasks.autointerp.task import variance
+
+    # detection AUROCs 0.5, 0.7, 0.9 (sample variance 0.04) with DeLong variances 0.01, 0.02, 0.03 (mean 0.02)
+    scored = [Scored(str(i), "x", detection_auroc=a, within={"detection": w},
+                     examples={"detection": [{"yes_prob": 0.5}] * 4 + [{"yes_prob": None}]})
+              for i, (a, w) in enumerate(((0.5, 0.01), (0.7, 0.02), (0.9, 0.03)))]
+    v = variance(scored)["detection_auroc"]
+    assert v["total"] == pytest.approx(0.04) and v["within"] == pytest.approx(0.02)
+    assert v["between"] == pytest.approx(0.02) and v["samples_per_feature"] == 4  # answered samples only
+    assert variance(scored)["fuzzing_auroc"] == {"total": None, "within": None, "between": None,
+                                                 "samples_per_feature": None}  # no feature has a fuzzing score
