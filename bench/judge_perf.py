@@ -98,8 +98,8 @@ def _worktree(rev: str, where: Path) -> Path:
     proc = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise BenchError(f"--against {rev}: cannot check it out ({proc.stderr.strip().splitlines()[-1:]}); give a "
-                         "commit of this git checkout")
+        why = (proc.stderr.strip().splitlines() or ["git worktree failed"])[-1]
+        raise BenchError(f"--against {rev}: cannot check it out ({why}); give a commit of this git checkout")
     return tree
 
 
