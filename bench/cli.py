@@ -73,7 +73,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="harvest activations, fit methods, run tasks, print the leaderboard")
     run.add_argument("--methods", default=None, help="(default: the preset's, all) ""comma-separated method specs, e.g. pca,sae-relu[l1_coeff=1e-3]")
-    run.add_argument("--tasks", default="all", help="comma-separated task specs, e.g. toy_superposition[scale=paper]")
+    run.add_argument("--tasks", default=None, help="(default: the preset's, all) comma-separated task specs, e.g. "
+                     "toy_superposition[scale=paper]")
+    run.add_argument("--task-methods", action="append", default=None, metavar="TASK=M1,M2|all",
+                     help="the methods (names or patterns, sae-*) a task evaluates; the default preset gives autointerp "
+                     "sae-topk, neurons, random (--task-methods autointerp=all: every method). Methods named in "
+                     "--methods are always evaluated")
     _add_run_options(run)
 
     sweep = sub.add_parser("sweep", help="one method over a grid of settings, e.g. 'sae-relu[l1_coeff=1e-3|3e-3]'; "
@@ -170,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.config import check_local_assets, make_config
+    from bench.config import check_local_assets
     from bench.device import check_device, set_threads
     from bench.executors import ExecutorOptions, make_executor
     from bench.runner import Runner, default_out
@@ -190,19 +195,48 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BenchError(f"--seed {args.seed}: seeds are integers >= 0")
     if args.matched_k is not None and args.matched_k < 1:
         raise BenchError(f"--matched-k {args.matched_k}: k is the number of codes kept per token, an integer >= 1")
-    seeds = parse_seeds(args.seeds, args.seed)
-    if args.control and len(seeds) > 1:
-        raise BenchError("--control with several --seeds is not supported yet: run the control with one seed")
-    cfg = make_config(
-        args.preset, model=args.model, layer=args.layer, hook_point=args.hook_point,
-        methods=(args.methods,) if args.methods else None, tasks=(args.tasks,), device=args.device, seed=seeds[0],
-        seeds=seeds if len(seeds) > 1 else None,
-        text=args.text, matched_k=args.matched_k, judge=judge_config(args, args.preset), control=args.control,
-    )
+    cfg = run_config(args)
     check_local_assets(cfg)
     executor = make_executor(ExecutorOptions(args.executor, args.ray_address))
     Runner(cfg, args.out or default_out(cfg), executor=executor, threads=threads).run()
     return 0
+
+
+def run_config(args: argparse.Namespace):
+    """The `RunConfig` of `run` or `sweep`: the preset's settings, then what the command line sets."""
+    from bench.config import make_config
+
+    seeds = parse_seeds(args.seeds, args.seed)
+    if args.control and len(seeds) > 1:
+        raise BenchError("--control with several --seeds is not supported yet: run the control with one seed")
+    return make_config(
+        args.preset, model=args.model, layer=args.layer, hook_point=args.hook_point,
+        methods=(args.methods,) if getattr(args, "methods", None) else None,
+        tasks=(args.tasks,) if args.tasks else None,
+        task_methods=parse_task_methods(getattr(args, "task_methods", None), args.preset), device=args.device,
+        seed=seeds[0], seeds=seeds if len(seeds) > 1 else None, text=args.text, matched_k=args.matched_k,
+        judge=judge_config(args, args.preset), control=args.control)
+
+
+def parse_task_methods(items: list[str] | None, preset: str) -> dict[str, tuple[str, ...]] | None:
+    """`--task-methods autointerp=sae-*,neurons` (repeatable) over the preset's choice; None: the preset's."""
+    import tasks as task_registry
+    from bench.config import PRESETS
+
+    if not items:
+        return None
+    out = dict(PRESETS.get(preset, {}).get("task_methods", {}))
+    for item in items:
+        task, sep, names = item.partition("=")
+        task = task.strip()
+        methods = tuple(n.strip() for n in names.split(",") if n.strip())
+        if not sep or not methods:
+            raise BenchError(f"--task-methods {item!r}: write TASK=METHOD1,METHOD2 (or TASK=all)")
+        if task not in task_registry.REGISTRY:
+            raise BenchError(f"--task-methods {item!r}: unknown task {task!r}; choose from "
+                             f"{', '.join(task_registry.REGISTRY)}")
+        out[task] = methods
+    return out
 
 
 def parse_seeds(text: str | None, seed: int) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
 
 # RunConfig fields a resume may change: what to run, not what the numbers mean.
-MAY_CHANGE = frozenset({"methods", "tasks", "seeds", "harvest_batch"})
+MAY_CHANGE = frozenset({"methods", "tasks", "task_methods", "seeds", "harvest_batch"})
 # Judge settings that change how requests travel, not the answers (the endpoint's address included: the model it
 # serves, `judge.model`, is what the results' resume keys hold).
 JUDGE_TRANSPORT = frozenset({"base_url", "concurrency", "timeout_s", "max_retries", "threads", "cache"})

@@ -112,7 +112,7 @@ class Runner:
             plans = tuple(plan_side(cfg, side, *side_work(side, *((built, task_list) if side.control is None
                                                                  else (self.build_methods(), self.build_tasks()))))
                           for side in sides)
-            if any(judge_work_left(plan, cfg.extra_seeds) for plan in plans):
+            if any(judge_work_left(cfg, plan) for plan in plans):
                 self.judge()  # an unusable judge fails now, in one line, before any harvesting or fitting
                 if not self.executor.in_process:
                     self._judge.close()  # the units load their own

@@ -185,6 +185,23 @@ def build_tasks(cfg: RunConfig) -> list[tuple[str, Task]]:
     return _configure(cfg.tasks, task_registry.REGISTRY, cfg.task_params, task_registry.build_task)
 
 
+def explicit_methods(cfg: RunConfig) -> set[str]:
+    """Method names the configuration names itself, not through `all`."""
+    from bench.specs import split_specs
+
+    return {parse_spec(spec)[0] for item in cfg.methods for spec in split_specs(item) if spec != "all"}
+
+
+def runs_on(cfg: RunConfig, task_name: str, label: str) -> bool:
+    """Whether task `task_name` evaluates method `label` (a dictionary's label): every method, unless
+    `cfg.task_methods` narrows the task (the default preset's autointerp); a method named in `methods` always is."""
+    from fnmatch import fnmatch
+
+    patterns = cfg.task_methods.get(task_name, ("all",))
+    name = parse_spec(split_seed(label)[0])[0]
+    return "all" in patterns or any(fnmatch(name, p) for p in patterns) or name in explicit_methods(cfg)
+
+
 def side_work(side: Side, built: list[tuple[str, Method]], task_list: list[tuple[str, Task]]):
     """The methods and tasks a side runs: a control leaves out what it cannot change, methods that are not
     fitted on the activations (a released SAE) and tasks that never read the model (toy_superposition)."""
@@ -289,6 +306,12 @@ def plan_side(cfg: RunConfig, side: Side, built: list[tuple[str, Method]], task_
             key = group_key(method) if isinstance(method, SAEMethod) else ("alone", label)
             groups.setdefault(key, []).append(label)
     fits.extend(FitUnit(side, tuple(labels)) for labels in groups.values())
+    bases = [label for label, _ in built if split_seed(label)[1] is None]
+    for _, task in task_list:
+        if left := [label for label in bases if not runs_on(cfg, task.name, label)]:
+            kept = [label for label in bases if label not in left]
+            notes.append(f"{side.tag}{task.name} evaluates {', '.join(kept) or 'no method'}; it leaves out "
+                         f"{', '.join(left)} (--task-methods {task.name}=all evaluates every method)")
     reference = next((label for label, m in built if m.sparse), None)
     plan = SidePlan(side, built, task_list, HarvestUnit(side), fits, reference, notes=notes)
     if side.control is not None:
@@ -378,6 +401,7 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
             task_rows = [r for r in rows_at[None] if by_label[r.base].seeded] if cfg.extra_seeds else []
         else:
             task_rows = [r for rows in rows_at.values() for r in rows]
+        task_rows = [r for r in task_rows if runs_on(cfg, task.name, r.base)]
         for row in task_rows:
             method = by_label[row.base]
             if row.topk and not task.topk_rows:
@@ -406,13 +430,13 @@ def plan_evals(cfg: RunConfig, plan: SidePlan, k: int | None | type[KUnknown]) -
     return out
 
 
-def judge_work_left(plan: SidePlan, seeds: tuple[int, ...] = ()) -> bool:
-    """Whether a judge task still lacks a result for some method at some seed (a finished run resumes without its
-    judge). `seeds`: the run's extra seeds."""
+def judge_work_left(cfg: RunConfig, plan: SidePlan) -> bool:
+    """Whether a judge task still lacks a result for some method it evaluates, at some seed (a finished run resumes
+    without its judge)."""
     return any(not plan.side.result_path(seed_label(label, seed), task_label).exists()
                for task_label, task in plan.tasks if task.needs_judge
                for label, method in plan.methods if (method.refittable or not task.refits)
-               and split_seed(label)[1] is None for seed in (None, *seeds))
+               and split_seed(label)[1] is None and runs_on(cfg, task.name, label) for seed in (None, *cfg.extra_seeds))
 
 
 @dataclass(frozen=True)

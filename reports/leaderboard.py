@@ -398,6 +398,14 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
             knote = f"top-k rows keep each token's k={rec['matched_k']} largest codes (k = the SAE's L0)"
             if knote not in board.notes:
                 board.notes.append(knote)
+    for key, narrowed in _narrowed_tasks(records).items():
+        board = boards[key]
+        for task, patterns in narrowed.items():
+            have = {r.method for r in board.rows if any(c.task == task for c in r.cells)}
+            if missing := [r.method for r in board.rows
+                           if r.group == "all" and r.reference is None and r.method not in have]:
+                board.notes.append(f"{task} evaluates {', '.join(patterns)} only (the run's --task-methods or preset), "
+                                   f"not {', '.join(missing)}: --task-methods {task}=all evaluates every method")
     for key, (copied, explained) in copies.items():
         boards[key].notes.append(f"autointerp explanations repeating a worked example of the prompt: {copied} of "
                                  f"{explained}")
@@ -406,6 +414,17 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
                                        order.get(_base(r.method), len(order)), r.method))
         board.notes.append(_uncertainty_note(board))
     return list(boards.values())
+
+
+def _narrowed_tasks(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, list[str]]]:
+    """Per board, the tasks its run evaluated on some methods only (`task_methods` in the recorded config), with
+    the methods they were given."""
+    out: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for rec in records:
+        narrowed = ((rec.get("config") or {}).get("task_methods") or {}).get(rec.get("task_name", rec["task"]))
+        if narrowed and "all" not in narrowed:
+            out.setdefault((rec["model"], rec["hook"]), {})[rec["task"]] = list(narrowed)
+    return out
 
 
 def _fill(cell: Cell, seed: int, m: dict[str, Any]) -> None:

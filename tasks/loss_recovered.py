@@ -29,6 +29,7 @@ from bench.dictionary import Dictionary
 from bench.specs import positive
 from bench.stats import Evidence
 from tasks.base import Metric, Task, TaskContext, TaskOutput
+from tasks.divergence import CleanDistribution
 from tasks.sampling import coverage, split_genres, spread_contexts
 
 Replace = Callable[[torch.Tensor], torch.Tensor]  # kept activations [n, d] -> replacement [n, d]
@@ -54,13 +55,13 @@ class LossRecovered(Task):
         self._genre = [genres[d] for d in self._docs]
         tokens = torch.from_numpy(split.tokens()[self._idx]).long()
         self._batches = list(tokens.split(self.batch_size))
-        self._clean_logp: list[torch.Tensor] = []
+        self._clean: list[CleanDistribution] = []  # per batch, `[B, T-1, V]`
         self._clean_x: list[torch.Tensor] = []  # the clean activation at the hook: edited passes start there
         ce = []
         for tb in self._batches:
             logits, x = model.logits_and_activations(tb, ctx.store.hook)
             logp = F.log_softmax(logits.float(), dim=-1)[:, :-1]
-            self._clean_logp.append(logp)
+            self._clean.append(CleanDistribution(logp))
             self._clean_x.append(x)
             ce.append(_ce_per_context(logp, tb))
         self._n = self._per_doc(np.full(len(self._idx), tokens.shape[1] - 1, dtype=float))  # predictions `[D]`
@@ -81,7 +82,7 @@ class LossRecovered(Task):
         """Per-document sums `[D]` of CE and of KL(clean || edited), with `replace` applied at the kept positions."""
         model, store = ctx.model, ctx.store
         ce, kl = [], []
-        for tb, clean_logp, clean_x in zip(self._batches, self._clean_logp, self._clean_x, strict=True):
+        for tb, clean, clean_x in zip(self._batches, self._clean, self._clean_x, strict=True):
 
             def edit(act: torch.Tensor, tb: torch.Tensor = tb) -> torch.Tensor:
                 keep = store.exclusion.mask(tb.to(act.device), act, model.special_ids, store.reference_norm)
@@ -91,7 +92,7 @@ class LossRecovered(Task):
 
             logp = F.log_softmax(model.logits(tb, ctx.store.hook, edit, clean=clean_x).float(), dim=-1)[:, :-1]
             ce.append(_ce_per_context(logp, tb))
-            kl_ctx = F.kl_div(logp, clean_logp, log_target=True, reduction="none").sum((1, 2)).double()
+            kl_ctx = clean.kl(logp).sum(1)
             # KL >= 0; float rounding can leave ~-1e-7 when the edit is the identity.
             kl.append(kl_ctx.clamp(min=0).cpu().numpy())
         return self._per_doc(np.concatenate(ce)), self._per_doc(np.concatenate(kl))

@@ -267,16 +267,32 @@ def smol():
     return LlamaCppBackend(JudgeConfig(judge="smollm2-135m", n_ctx=2048))
 
 
-def test_kv_cache_reuse_gives_the_logits_of_a_fresh_pass(smol):
-    tokens = smol.llm.tokenize(b"The cat sat on the mat and looked at the dog.", add_bos=False)
+def test_an_answer_does_not_depend_on_what_the_cache_held_before(smol):
+    import bench.judge.llamacpp as llamacpp
+
+    system = ("system", "You check descriptions of neurons. Answer yes or no only.")
+    prompts = [(system, ("user", f"Neuron description: the word bank\nText: {t}"))
+               for t in ("the cat sat on the mat", "money from the bank was", "the river bank flooded", "x = 7 + 2")]
+
+    def cold(m):
+        smol._kv.clear()
+        smol.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        return smol.complete(m, 2, 20)
+
+    # and two that share whole blocks beyond the instructions (a worked example, as the simulation prompt has)
+    shared = " ".join(f"step {i}: the cat sat on the mat." for i in range(30))
+    prompts += [(system, ("user", f"{shared}\nNow: {t}")) for t in ("is this about banks?", "and this?")]
+    warm = [smol.complete(m, 2, 20) for m in prompts]  # each after the previous one: what they share reused
+    backwards = [smol.complete(m, 2, 20) for m in reversed(prompts)][::-1]
+    explained = smol.complete(prompts[0][1:], 5, 0)  # another first message in between
+    assert explained.completion_tokens > 0
+    # exactly: a resumed run's cached answers and a fresh run's agree bit for bit
+    assert [cold(m) for m in prompts] == warm == backwards
+    assert len(smol._prompt(prompts[-1])[0]) > smol._prompt(prompts[-1])[1] + 3 * llamacpp.BLOCK
+    read = [smol.readout(m, ["yes"], [0], ["yes", "no"]) for m in prompts[-2:]]
     smol._kv.clear()
     smol.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-    fresh = smol._forward(tokens, [len(tokens) - 1, len(tokens) - 3])
-    other = smol._forward(tokens[:4] + [tokens[5]], [4])  # shares a 4-token prefix, then differs
-    again = smol._forward(tokens, [len(tokens) - 1, len(tokens) - 3])  # reuses the cache up to the first readout
-    assert set(other) == {4}
-    for pos in fresh:  # exactly: the answer to a request never depends on what the cache held before it
-        np.testing.assert_array_equal(again[pos], fresh[pos])
+    assert smol.readout(prompts[-1], ["yes"], [0], ["yes", "no"]) == read[1]
 
 
 def test_readout_matches_greedy_next_token(smol):
@@ -287,6 +303,34 @@ def test_readout_matches_greedy_next_token(smol):
     for digit, lp in table.items():
         if digit in done.top_logprobs[0]:
             assert lp == pytest.approx(done.top_logprobs[0][digit], abs=1e-5)
+
+
+def test_choose_decodes_a_group_side_by_side_as_a_function_of_the_group(smol, monkeypatch):
+    import bench.judge.llamacpp as llamacpp
+
+    system = ("system", "You check descriptions of neurons. Answer yes or no only.")
+    texts = ["the cat sat on the mat", "a dog barked loudly at night in the garden", "money from the bank was",
+             "he ran quickly home", "the river bank flooded", "on Monday the house was sold", "x = 7 + 2"]
+    prompts = [(system, ("user", f"Neuron description: the word bank\nText: {t}")) for t in texts]
+    group = smol.choose(prompts, 20)
+    alone = [smol.complete(m, 1, 20) for m in prompts]
+
+    def p_yes(c):
+        return option_probability(c.top_logprobs[0], ("yes", "no"))
+
+    # each prompt's own answer, up to the rounding of another batch shape: P(yes) moved by up to 0.04 here and on
+    # the 1.5B judge (a wrong position, or a sequence that saw another's tokens, would change it wholesale)
+    for g, a in zip(group, alone, strict=True):
+        assert (g.prompt_tokens, g.completion_tokens, g.tokens) == (a.prompt_tokens, 1, a.tokens)
+        assert abs(p_yes(g) - p_yes(a)) < 0.06, (g, a)
+    # a function of the list alone: the same bits after other work changed the cache
+    smol.complete((("user", "Something else entirely, and longer than the rest."),), 3, 0)
+    assert smol.choose(prompts, 20) == group
+    # more prompts than a decode takes: split in list order, every prompt answered, the split reproducible
+    monkeypatch.setattr(llamacpp, "MAX_GROUP", 3)
+    split = smol.choose(prompts, 20)
+    assert len(split) == len(prompts) and all(abs(p_yes(a) - p_yes(b)) < 0.06 for a, b in zip(split, group))
+    assert smol.choose(prompts, 20) == split
 
 
 @pytest.mark.slow

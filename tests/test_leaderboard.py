@@ -58,6 +58,19 @@ def test_groups_marks_and_escaped_specs():
     assert "sae-relu[l1_coeff=0.001]" in text and "summary" in text
 
 
+def test_a_task_narrowed_to_some_methods_says_which_it_left_out():
+    narrowed = {"task_methods": {"autointerp": ["sae-topk", "neurons"]}}
+    records = [_record(m, 0.3, True) for m in ("pca", "neurons", "sae-topk")]
+    records += [{**_record(m, 0.6, task="autointerp", metric="detection_auroc"), "task_name": "autointerp",
+                 "config": narrowed} for m in ("neurons", "sae-topk")]
+    (board,) = build_leaderboards(records, ["pca", "neurons", "sae-topk"])
+    assert ("autointerp evaluates sae-topk, neurons only (the run's --task-methods or preset), not pca: "
+            "--task-methods autointerp=all evaluates every method") in board.notes
+    # every method scored, or no narrowing recorded: nothing to say
+    records[-1]["config"] = records[-2]["config"] = {}
+    assert not any("evaluates" in n for n in build_leaderboards(records)[0].notes)
+
+
 def test_no_group_without_evidence():
     (board,) = build_leaderboards([_record("pca@top8", 0.4, k=8), _record("sae-relu", 0.3, True, 8)], ["pca"])
     assert all(board.rank(r, board.columns[0]) is None for r in board.rows)

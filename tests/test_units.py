@@ -43,6 +43,42 @@ def test_plan_groups_saes_sharing_a_pass_and_measures_k_on_the_first_sparse_meth
     assert unknown.left_out == 3 + 1  # the reference in each task, pca@top in reconstruction
 
 
+def test_task_methods_narrow_a_task_but_never_drop_a_method_named_in_methods(tmp_path):
+    from bench.units import judge_work_left
+
+    def autointerp_rows(methods, task_methods):
+        cfg, plan = _plan(tmp_path, methods, task_methods=task_methods)
+        rows = [r.label for u in plan_evals(cfg, plan, 5).units if u.task == "autointerp" for r in u.rows]
+        return rows, plan.notes, judge_work_left(cfg, plan)
+
+    default = make_config("default")
+    assert default.task_methods == {"autointerp": ("sae-topk", "neurons", "random")}
+    rows, notes, judge = autointerp_rows("all", {"autointerp": ("sae-t*", "neurons", "random")})
+    assert rows == ["neurons", "random", "sae-topk"] and judge
+    assert len(notes) == 1 and "autointerp evaluates neurons, random, sae-topk; it leaves out pca" in notes[0]
+    assert "--task-methods autointerp=all" in notes[0]
+    # the other tasks keep every method; a method named in --methods is evaluated whatever the preset says
+    rows, notes, _ = autointerp_rows("all,pca", {"autointerp": ("neurons",)})
+    assert rows == ["neurons", "pca"]
+    assert autointerp_rows("all", {"autointerp": ("all",)})[0] == autointerp_rows("all", {})[0]
+    rows, notes, judge = autointerp_rows("pca,ica", {"autointerp": ("sae-*",)})
+    assert rows == ["pca", "ica"] and not notes and judge
+    cfg, plan = _plan(tmp_path, "all", task_methods={"autointerp": ("no-such-method",)})
+    assert "autointerp evaluates no method" in plan.notes[0] and not judge_work_left(cfg, plan)
+
+
+def test_the_command_line_keeps_a_presets_methods_and_tasks_unless_it_names_its_own():
+    from bench.cli import _parser, run_config
+
+    power = run_config(_parser().parse_args(["run", "--preset", "autointerp-power"]))
+    assert (power.methods, power.tasks) == (("sae-topk,neurons,random",), ("autointerp",))
+    mine = run_config(_parser().parse_args(["run", "--preset", "autointerp-power", "--tasks", "reconstruction",
+                                            "--task-methods", "autointerp=sae-*"]))
+    assert mine.tasks == ("reconstruction",) and mine.task_methods == {"autointerp": ("sae-*",)}
+    default = run_config(_parser().parse_args(["run", "--task-methods", "autointerp=all"]))
+    assert default.tasks == ("all",) and default.task_methods == {"autointerp": ("all",)}
+
+
 def test_k_is_fixed_or_not_needed_or_the_trained_sides(tmp_path):
     assert _plan(tmp_path, "pca,sae-relu", matched_k=7)[1].k == 7
     only_sparse = _plan(tmp_path, "sae-relu,sae-topk")[1]

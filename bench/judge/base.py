@@ -33,6 +33,7 @@ from bench.io import fingerprint
 
 Message = tuple[str, str]  # (role, content)
 DIGITS = tuple(str(i) for i in range(10))
+CHOICE_LOGPROBS = 20  # top log-probabilities read at a choice's first reply token
 
 
 class JudgeUnavailable(BenchError):
@@ -115,10 +116,15 @@ class Generate:
 
 @dataclass(frozen=True)
 class Choice:
-    """Probability of `options[0]` among the options, as the reply's first token (e.g. yes vs no)."""
+    """Probability of `options[0]` among the options, as the reply's first token (e.g. yes vs no).
+
+    `group`: consecutive requests of one non-empty group may be answered together by a backend that decodes
+    prompts side by side (`choose`); their answers are then a function of the whole group, which is cached as one.
+    Give a group that a rerun rebuilds identically (e.g. one feature's samples of one scorer)."""
 
     messages: tuple[Message, ...]
     options: tuple[str, ...] = ("yes", "no")
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -309,14 +315,35 @@ class Judge:
             text = c.text.strip()
             return Reply(bool(text), text, "" if text else "empty reply", c.prompt_tokens, c.completion_tokens, cached)
         if isinstance(request, Choice):
-            c, cached = self._complete(request.messages, 1, 20)
-            top = c.top_logprobs[0] if c.top_logprobs else {c.text: 0.0}
-            p = option_probability(top, request.options)
-            error = "" if p is not None else f"reply {c.text[:20]!r} is none of {'/'.join(request.options)}"
-            return Reply(p is not None, p, error, c.prompt_tokens, c.completion_tokens, cached)
+            return self._choice_reply(request, *self._complete(request.messages, 1, CHOICE_LOGPROBS))
         if isinstance(request, Simulate):
             return self._simulate(request)
         raise TypeError(f"unknown request {type(request).__name__}")
+
+    @staticmethod
+    def _choice_reply(request: Choice, c: Completion, cached: bool) -> Reply:
+        top = c.top_logprobs[0] if c.top_logprobs else {c.text: 0.0}
+        p = option_probability(top, request.options)
+        error = "" if p is not None else f"reply {c.text[:20]!r} is none of {'/'.join(request.options)}"
+        return Reply(p is not None, p, error, c.prompt_tokens, c.completion_tokens, cached)
+
+    def _run_group(self, requests: Sequence[Choice]) -> list[Reply]:
+        """A group of choices through the backend's `choose`, cached as one (see `Choice`)."""
+        messages = [r.messages for r in requests]
+        try:
+            raw, cached = self._cached("choose", {"messages": messages, "logprobs": CHOICE_LOGPROBS},
+                                       lambda: {"completions": [asdict(c) for c in
+                                                                self.backend.choose(messages, CHOICE_LOGPROBS)]})
+            replies = [self._choice_reply(r, Completion(**c), cached)
+                       for r, c in zip(requests, raw["completions"], strict=True)]
+        except RequestFailed as e:
+            replies = [Reply(False, error=str(e), unanswered=True) for _ in requests]
+        with self._lock:
+            for reply in replies:
+                self.usage.add(reply)
+                if reply.unanswered:
+                    self.last_error = reply.error
+        return replies
 
     def _simulate(self, request: Simulate) -> Reply:
         lines = [f"{t}\t" for t in request.tokens]
@@ -339,7 +366,15 @@ class Judge:
         return Reply(True, values, "", c.prompt_tokens, c.completion_tokens, cached)
 
     def map(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> list[Reply]:
-        """Replies in request order; an endpoint gets up to `concurrency` requests at once."""
+        """Replies in request order; an endpoint gets up to `concurrency` requests at once, a backend that decodes
+        side by side gets each group of choices (`Choice.group`) at once."""
+        if hasattr(self.backend, "choose"):
+            out: list[Reply] = []
+            for run in _groups(requests):
+                out.extend(self._run_group(run) if len(run) > 1 else [self.run(run[0])])
+                if progress:
+                    progress(len(run))
+            return out
         if self.backend.concurrency <= 1 or len(requests) <= 1:
             out = []
             for r in requests:
@@ -362,3 +397,15 @@ class Judge:
                     f.cancel()
                 raise
             return out
+
+
+def _groups(requests: Sequence[Request]) -> list[list[Request]]:
+    """Requests in order, consecutive choices of one non-empty group together, everything else alone."""
+    out: list[list[Request]] = []
+    for r in requests:
+        last = out[-1][-1] if out else None
+        if isinstance(r, Choice) and r.group and isinstance(last, Choice) and last.group == r.group:
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out

@@ -2,12 +2,25 @@
 
 Besides completions it offers `readout`: one forward pass over a pre-filled reply that returns the next-token
 log-probabilities at chosen positions, which is what Bills et al.'s "all at once" simulation needs and what HTTP
-endpoints cannot give. The KV cache keeps the longest common prefix between calls, so prompts that share their
-instructions only pay for what differs. Uses `Llama`'s context and batch objects directly (llama-cpp-python 0.3.x).
+endpoints cannot give; and `choose`: the first reply token of several prompts that share a prefix, decoded side by
+side as sequences of one batch (small batches leave the matrix kernels idle: 71 prompt tokens/s at 24-token calls
+against ~97 in batches of a few hundred on 2 cores). The KV cache keeps the longest common prefix between calls, so
+prompts that share their instructions only pay for what differs. Uses `Llama`'s context and batch objects directly
+(llama-cpp-python 0.3.x).
+
+Determinism: what a call returns depends only on its arguments, never on what the cache held before. llama.cpp's
+quantised kernels round a token's activations differently depending on the shape of the batch it is computed in
+(on the 1.5B judge one prompt's P(yes) moved by up to 0.035 between a cold cache and one warmed by the previous
+prompt), so every prompt is computed in canonical pieces: its first message (the instructions) as one batch from
+an empty cache, then blocks of `BLOCK` tokens from there, then each generated token alone. A later call keeps the
+whole pieces it shares (the instructions; a shared block, such as a simulation prompt's worked example) and
+computes the rest the same way. For `choose` the answer is a function of the whole list of prompts (each decoded
+beside the others), so callers send a fixed group (a feature's samples of one scorer) and cache it as a whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,6 +28,10 @@ import numpy as np
 from bench.errors import BenchError
 from bench.judge.base import Completion, JudgeConfig, Message, RequestFailed
 from bench.judge.weights import judge_weights
+
+
+MAX_GROUP = 32  # prompts `choose` decodes side by side: KV sequences 1..MAX_GROUP (0 holds the shared prefix)
+BLOCK = 32  # tokens per canonical piece after a prompt's first message: what calls can share beyond it
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -45,10 +62,23 @@ class LlamaCppBackend:
         self._n_vocab = self.llm.n_vocab()
         self._n_ctx = cfg.n_ctx
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self._kv: list[int] = []  # tokens whose keys and values sit in the context, in order
+        self._use_sequences(MAX_GROUP + 1)
+        self._kv: list[int] = []  # tokens whose keys and values sit in sequence 0 of the context, in order
+        self._anchor = 0  # the anchor of the pieces they were computed in (`_prefill`)
+        self._complete: set[int] = set()  # ends of the pieces computed whole: what a later call may keep
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({self.name})"
+
+    def _use_sequences(self, n: int) -> None:
+        """Recreate the context with room for `n` sequences in one KV cache (`Llama` makes it for one)."""
+        from llama_cpp import _internals
+
+        params = self.llm.context_params
+        params.n_seq_max, params.kv_unified = n, True
+        self.llm._ctx.close()
+        self.llm._ctx = self.llm._stack.enter_context(contextlib.closing(
+            _internals.LlamaContext(model=self.llm._model, params=params, verbose=False)))
 
     def check(self) -> None:
         """Loading the model already proved it usable."""
@@ -58,10 +88,18 @@ class LlamaCppBackend:
         self.llm.close()
 
     # --- tokens ------------------------------------------------------------------------------------------
-    def _prompt(self, messages: Sequence[Message]) -> list[int]:
+    def _render(self, messages: Sequence[Message], reply: bool) -> list[int]:
         text = self._template.render(messages=[{"role": r, "content": c} for r, c in messages],
-                                     add_generation_prompt=True, bos_token="", eos_token="")
+                                     add_generation_prompt=reply, bos_token="", eos_token="")
         return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    def _prompt(self, messages: Sequence[Message]) -> tuple[list[int], int]:
+        """The prompt's tokens and its anchor: the length of its first message, the piece computed on its own and
+        reused between calls (0 where the template does not render that message as a prefix)."""
+        tokens = self._render(messages, True)
+        first = self._render(messages[:1], False) if len(messages) > 1 else []
+        anchor = len(first) if first and tokens[: len(first)] == first else 0
+        return tokens, anchor if anchor <= self.llm.n_batch else 0
 
     def _piece(self, token: int) -> str:
         return self.llm.detokenize([token]).decode("utf-8", errors="replace")
@@ -70,66 +108,77 @@ class LlamaCppBackend:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
     # --- the forward pass --------------------------------------------------------------------------------
-    def _forward(self, tokens: list[int], want: list[int]) -> dict[int, np.ndarray]:
-        """Logits `[n_vocab]` at each position in `want`, reusing the cached prefix where it allows."""
+    def _run_batch(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Decode one batch of rows (token, position, sequence, logits wanted); read them with `_logits(row)`."""
+        batch = self.llm._batch.batch
+        batch.n_tokens = len(rows)
+        for i, (token, pos, seq, wanted) in enumerate(rows):
+            batch.token[i], batch.pos[i] = token, pos
+            batch.seq_id[i][0], batch.n_seq_id[i] = seq, 1
+            batch.logits[i] = wanted
+        try:
+            self.llm._ctx.decode(self.llm._batch)
+        except RuntimeError as e:
+            self._kv.clear()
+            self._complete.clear()
+            self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            raise RequestFailed(f"llama.cpp decode failed: {e}") from None
+
+    def _decode(self, tokens: Sequence[int], start: int, want: set[int]) -> dict[int, np.ndarray]:
+        """Decode `tokens` at positions start.. of sequence 0 as one batch; logits `[n_vocab]` at `want`."""
+        self._run_batch([(t, start + i, 0, start + i in want) for i, t in enumerate(tokens)])
+        return {start + i: self._logits(i) for i in range(len(tokens)) if start + i in want}
+
+    def _logits(self, row: int) -> np.ndarray:
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(row), shape=(self._n_vocab,)).copy()
+
+    def _prefill(self, tokens: list[int], anchor: int, want: Sequence[int]) -> dict[int, np.ndarray]:
+        """Fill sequence 0 with `tokens` in canonical pieces (module docstring): the first `anchor` tokens, then
+        blocks of `BLOCK` from there. Whole pieces the previous call computed the same way are kept. Logits
+        `[n_vocab]` at each position in `want`."""
         if len(tokens) > self._n_ctx:
             raise RequestFailed(f"prompt of {len(tokens)} tokens exceeds the judge's context of {self._n_ctx}")
-        common = 0
-        for a, b in zip(self._kv, tokens, strict=False):
-            if a != b:
-                break
-            common += 1
-        # Positions read out are recomputed, and every batch holds at least two tokens: llama.cpp's one-token kernels
-        # round differently (up to 0.4 in a log-probability) while batches of two or more agree exactly, so what
-        # a request returns never depends on what the cache held before it.
-        common = max(0, min([common, len(tokens) - 2, *want]))
-        self.llm._ctx.kv_cache_seq_rm(-1, common, -1)
-        del self._kv[common:]
-        wanted, out = set(want), {}
-        batch, n_batch = self.llm._batch.batch, self.llm.n_batch
-        start = common
-        while start < len(tokens):
-            size = min(n_batch, len(tokens) - start)
-            size -= len(tokens) - start - size == 1  # never leave a single token for the last batch
-            chunk = tokens[start : start + size]
-            batch.n_tokens = len(chunk)
-            for i, t in enumerate(chunk):
-                batch.token[i], batch.pos[i] = t, start + i
-                batch.seq_id[i][0], batch.n_seq_id[i] = 0, 1
-                batch.logits[i] = (start + i) in wanted
-            try:
-                self.llm._ctx.decode(self.llm._batch)
-            except RuntimeError as e:
-                self._kv.clear()
-                self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-                raise RequestFailed(f"llama.cpp decode failed: {e}") from None
-            self._kv.extend(chunk)
-            for i in range(len(chunk)):
-                if start + i in wanted:
-                    ptr = self.llm._ctx.get_logits_ith(i)
-                    out[start + i] = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
-            start += size
+        starts = sorted({0, anchor, *range(anchor + BLOCK, len(tokens), BLOCK)})
+        ends = [*starts[1:], len(tokens)]
+        first = min(want, default=len(tokens))
+        keep = 0
+        if self._anchor == anchor:
+            for end in ends:  # a piece ending at `end` is reusable if the last call completed it on the same tokens
+                if end > first or end not in self._complete or self._kv[keep:end] != tokens[keep:end]:
+                    break
+                keep = end
+        self.llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+        del self._kv[keep:]
+        self._complete = {e for e in self._complete if e <= keep}
+        self._anchor = anchor
+        out: dict[int, np.ndarray] = {}
+        wanted = set(want)
+        for begin, end in zip(starts, ends, strict=True):
+            if end <= keep or begin == end:
+                continue
+            out.update(self._decode(tokens[begin:end], begin, wanted))
+            self._kv.extend(tokens[begin:end])
+            if end == anchor or (end - anchor) % BLOCK == 0:
+                self._complete.add(end)
         return out
 
     # --- the backend interface ---------------------------------------------------------------------------
     def complete(self, messages: Sequence[Message], max_tokens: int, logprobs: int = 0,
                  stop: Sequence[str] = ()) -> Completion:
-        tokens = self._prompt(messages)
+        tokens, anchor = self._prompt(messages)
         n_prompt = len(tokens)
         generated: list[int] = []
         pieces: list[str] = []
         tops: list[dict[str, float]] = []
-        for _ in range(max_tokens):
-            logits = self._forward(tokens, [len(tokens) - 1])[len(tokens) - 1]
-            token = int(np.argmax(logits))
-            if self._is_end(token):
+        logits = self._prefill(tokens, anchor, [len(tokens) - 1])[len(tokens) - 1] if max_tokens > 0 else None
+        for step in range(max_tokens):
+            if step:  # each generated token alone, after the prompt's canonical pieces
+                logits = self._decode([tokens[-1]], len(tokens) - 1, {len(tokens) - 1})[len(tokens) - 1]
+                self._kv.append(tokens[-1])
+            token, table = self._step(logits, logprobs)
+            if token is None:
                 break
             if logprobs:
-                lp = _log_softmax(logits)
-                best = np.argpartition(-lp, logprobs)[:logprobs]
-                table: dict[str, float] = {}
-                for t in best[np.argsort(-lp[best])]:
-                    table.setdefault(self._piece(int(t)), float(lp[t]))  # first (likelier) of equal pieces
                 tops.append(table)
             generated.append(token)
             pieces.append(self._piece(token))
@@ -142,10 +191,68 @@ class LlamaCppBackend:
             text = text.split(s)[0] if s in text else text
         return Completion(text, pieces if logprobs else [], tops, n_prompt, len(generated))
 
+    def _step(self, logits: np.ndarray, logprobs: int) -> tuple[int | None, dict[str, float]]:
+        """The greedy next token (None: end of reply) and its top-`logprobs` table {piece: log-probability}."""
+        token = int(np.argmax(logits))
+        if self._is_end(token):
+            return None, {}
+        table: dict[str, float] = {}
+        if logprobs:
+            lp = _log_softmax(logits)
+            best = np.argpartition(-lp, logprobs)[:logprobs]
+            for t in best[np.argsort(-lp[best])]:
+                table.setdefault(self._piece(int(t)), float(lp[t]))  # first (likelier) of equal pieces
+        return token, table
+
+    def choose(self, prompts: Sequence[Sequence[Message]], logprobs: int) -> list[Completion]:
+        """One-token completions of `prompts` (as `complete(m, 1, logprobs)` each): their common prefix is evaluated
+        once, in sequence 0, and the rest of every prompt decoded side by side, up to `MAX_GROUP` sequences and one
+        `n_batch` of tokens per decode, split in list order. A function of the whole list (module docstring)."""
+        prepared = [self._prompt(m) for m in prompts]
+        tokens = [t for t, _ in prepared]
+        common = 0
+        for column in zip(*tokens, strict=False):
+            if any(t != column[0] for t in column):
+                break
+            common += 1
+        common = min(common, *(len(t) - 1 for t in tokens))  # every sequence decodes at least its last token
+        if max(len(t) for t in tokens) - common > self.llm.n_batch or common + self.llm.n_batch > self._n_ctx:
+            return [self.complete(m, 1, logprobs) for m in prompts]  # a rest longer than a decode: one at a time
+        anchor = prepared[0][1] if all(a == prepared[0][1] for _, a in prepared) and prepared[0][1] <= common else 0
+        self._prefill(tokens[0][:common], anchor, [])  # sequence 0 holds the common prefix
+        chunks: list[list[int]] = [[]]
+        for i, t in enumerate(tokens):
+            chunk = chunks[-1]
+            if chunk and (len(chunk) == MAX_GROUP or sum(len(tokens[j]) - common for j in chunk) + len(t) - common
+                          > self.llm.n_batch):
+                chunks.append(chunk := [])
+            chunk.append(i)
+        ctx = self.llm._ctx
+        out: list[Completion] = []
+        for chunk in chunks:
+            rows: list[tuple[int, int, int, bool]] = []
+            last: list[tuple[int, int]] = []  # (batch row of the prompt's last token, prompt index)
+            for seq, i in enumerate(chunk, 1):
+                ctx.kv_cache_seq_cp(0, seq, 0, common)
+                rows += [(t, pos, seq, pos == len(tokens[i]) - 1) for pos, t in enumerate(tokens[i][common:], common)]
+                last.append((len(rows) - 1, i))
+            try:
+                self._run_batch(rows)
+            finally:
+                for seq in range(1, len(chunk) + 1):
+                    ctx.kv_cache_seq_rm(seq, -1, -1)
+            for row, i in last:
+                token, table = self._step(self._logits(row), logprobs)
+                piece = self._piece(token) if token is not None else ""
+                out.append(Completion(piece, [piece] if token is not None and logprobs else [],
+                                      [table] if token is not None and logprobs else [], len(tokens[i]),
+                                      int(token is not None)))
+        return out
+
     def readout(self, messages: Sequence[Message], pieces: Sequence[str], slots: Sequence[int],
                 candidates: Sequence[str]) -> dict[str, Any]:
         """Log-probabilities of each single-token candidate after each piece in `slots` of a pre-filled reply."""
-        tokens = self._prompt(messages)
+        tokens, anchor = self._prompt(messages)
         ends = []
         for piece in pieces:
             tokens.extend(self.llm.tokenize(piece.encode(), add_bos=False, special=False))
@@ -155,7 +262,7 @@ class LlamaCppBackend:
             t = self.llm.tokenize(c.encode(), add_bos=False, special=False)
             if len(t) == 1:
                 ids[c] = t[0]
-        logits = self._forward(tokens, [ends[s] for s in slots])
+        logits = self._prefill(tokens, anchor, [ends[s] for s in slots])
         tables = []
         for s in slots:
             lp = _log_softmax(logits[ends[s]])

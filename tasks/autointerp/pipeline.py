@@ -3,8 +3,8 @@
 Stage 1 asks the explainer for every feature's explanation; stage 2 sends every scoring request at once (so an
 endpoint sees `concurrency` requests in flight), ordered by scorer and then by feature: an in-process judge keeps
 the longest common prefix in its KV cache, so each scorer's instructions are evaluated once and each feature's
-explanation once per scorer. A failed or malformed reply drops that sample; a feature without an explanation is
-unscored.
+explanation once per scorer, and it decodes a feature's yes/no samples of one scorer side by side in one batch
+(`Choice.group`). A failed or malformed reply drops that sample; a feature without an explanation is unscored.
 
 Three scores per feature:
 - detection: AUROC of the judge's P(yes) on activating (positive) vs non-firing (negative) excerpts;
@@ -16,7 +16,7 @@ Three scores per feature:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -96,10 +96,12 @@ def _jobs(i: int, ex: Examples, sizes: Sizes, g: np.random.Generator) -> list[_J
 
 
 def _request(job: _Job, explanation: str, strings: Mapping[int, str]):
+    """The job's request; a feature's yes/no samples of one scorer form a group (`Choice.group`), which a judge
+    that decodes side by side answers at once and a rerun rebuilds identically."""
     if job.scorer == "detection":
-        return detect_request(job.excerpt, explanation, strings)
+        return replace(detect_request(job.excerpt, explanation, strings), group=f"detection:{job.feature}")
     if job.scorer == "fuzzing":
-        return fuzz_request(job.excerpt, job.marks, explanation, strings)
+        return replace(fuzz_request(job.excerpt, job.marks, explanation, strings), group=f"fuzzing:{job.feature}")
     return simulate_request(job.excerpt, explanation, strings)
 
 

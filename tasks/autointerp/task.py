@@ -58,7 +58,7 @@ def unanswered(spent: dict[str, int], last_error: str, undefined: list[str] | No
 
 @dataclass
 class AutoInterp(Task):
-    n_features: int = positive(5)  # per method, sampled among the features that fire in enough held-out contexts
+    n_features: int = positive(8)  # per method, sampled among the features that fire in enough held-out contexts
     window: int = positive(16)  # tokens per excerpt (the paper: 64)
     n_explain: int = positive(5)  # top-activating excerpts the explainer reads (the paper: 5)
     n_score_top: int = positive(4)  # held-out top-activating excerpts scored

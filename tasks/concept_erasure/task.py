@@ -48,6 +48,7 @@ from bench.stats import Evidence, interval
 from tasks.base import Metric, Task, TaskContext, TaskOutput
 from tasks.concept_erasure.concepts import GENRES, PromptConcept, genre_contexts, number_concept, pronoun_concept
 from tasks.concept_erasure.edits import Edit, FeatureAblation, MeanDifference, check_affine, leace
+from tasks.divergence import CleanDistribution
 from tasks.probing import PROBE_SOURCES, ProbeResult, Scored, accuracy_evidence, fit_probe, mean_by, top_features
 from tasks.prompts import special_ids
 from tasks.sampling import coverage, split_genres, spread_contexts
@@ -194,11 +195,12 @@ class ConceptErasure(Task):
         self._damage_tokens = torch.from_numpy(store.eval.tokens()[picked]).long()
         self._damage_keep = torch.from_numpy(store.eval.keep()[picked])
         logits, self._damage_clean = model.logits_and_activations(self._damage_tokens, ctx.hook)
-        self._damage_logp = F.log_softmax(logits.float(), -1)
+        damage_logp = F.log_softmax(logits.float(), -1)
         self._damage_x = self._damage_clean[self._damage_keep]
         # each kept token's context `[n_kept]`: edit sizes are summed per context, then per document
         self._damage_kept_ctx = torch.arange(len(picked))[:, None].expand_as(self._damage_keep)[self._damage_keep]
-        self._damage_ce = self._ce(self._damage_logp)  # `[n_contexts]` summed next-token CE of the clean run
+        self._damage_ce = self._ce(damage_logp)  # `[n_contexts]` summed next-token CE of the clean run
+        self._damage_dist = CleanDistribution(damage_logp)  # `[n_contexts, T, V]`
 
         self.clean = {c.name: self._measure(ctx, c, None) for c in self.concepts}
         self.baselines: dict[str, dict[str, Measured]] = {}
@@ -279,7 +281,7 @@ class ConceptErasure(Task):
         if edit is None or not damage:
             return out
         logp = self._splice(ctx, self._damage_tokens, self._damage_keep, edit, self._damage_clean)
-        kl = F.kl_div(logp, self._damage_logp, log_target=True, reduction="none").sum(-1)  # `[B, T]` per token
+        kl = self._damage_dist.kl(logp)  # `[B, T]` per token
         size = (edit(self._damage_x) - self._damage_x).norm(dim=-1).double()  # `[n_kept]`
         n_ctx, width = self._damage_tokens.shape
         owner = self._damage_kept_ctx

@@ -40,6 +40,7 @@ from bench.seeds import stream
 from bench.specs import fraction, param, positive
 from bench.stats import Evidence, interval
 from tasks.base import Metric, Task, TaskContext, TaskOutput
+from tasks.divergence import CleanDistribution
 from tasks.ioi.dataset import TEMPLATES, make_dataset
 from tasks.ioi.patching import Curves, Patcher, Point, edit_norms, kl_auc_weights, smallest_k
 from tasks.prompts import special_ids
@@ -84,7 +85,7 @@ class IOIPatching(Task):
             grad.append(g)
         cf_logits_t = torch.cat(cf_logits)
         self._grad = torch.cat(grad).to(ctx.device)
-        self._logp_target = F.log_softmax(clean_logits.float(), -1)
+        self._clean = CleanDistribution(F.log_softmax(clean_logits.float(), -1))  # `[N, V]`
         # per prompt `[N]` (float64): the logit differences of both runs and the counterfactual's KL
         self._ld_base_i = self._ld(cf_logits_t).double().numpy()
         self._ld_target_i = ld_clean.double().numpy()
@@ -135,8 +136,7 @@ class IOIPatching(Task):
 
     def _kl(self, logp: torch.Tensor) -> np.ndarray:
         """KL(p_clean || p) at the last position per prompt `[N]` (float64, rounding below 0 clipped); logp `[N, V]`."""
-        kl = F.kl_div(logp, self._logp_target, log_target=True, reduction="none").sum(-1)
-        return kl.double().clamp_min(0.0).cpu().numpy()
+        return self._clean.kl(logp).clamp_min(0.0).cpu().numpy()
 
     @staticmethod
     def _interval(ev: Evidence, seed: int) -> dict[str, Any]:
