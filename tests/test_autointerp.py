@@ -329,7 +329,7 @@ def test_choose_decodes_a_group_side_by_side_as_a_function_of_the_group(smol, mo
     # more prompts than a decode takes: split in list order, every prompt answered, the split reproducible
     monkeypatch.setattr(llamacpp, "MAX_GROUP", 3)
     split = smol.choose(prompts, 20)
-    assert len(split) == len(prompts) and all(abs(p_yes(a) - p_yes(b)) < 0.06 for a, b in zip(split, group))
+    assert len(split) == len(prompts) and all(abs(p_yes(a) - p_yes(b)) < 0.06 for a, b in zip(split, group, strict=True))
     assert smol.choose(prompts, 20) == split
 
 
