@@ -303,11 +303,16 @@ class Judge:
             reply = self._run(request)
         except RequestFailed as e:  # JudgeUnavailable is not caught: it stops the run
             reply = Reply(False, error=str(e), unanswered=True)
-        with self._lock:
-            self.usage.add(reply)
-            if reply.unanswered:
-                self.last_error = reply.error
+        self._record([reply])
         return reply
+
+    def _record(self, replies: Sequence[Reply]) -> None:
+        """Count replies in the usage; keep the latest unanswered one's error."""
+        with self._lock:
+            for reply in replies:
+                self.usage.add(reply)
+                if reply.unanswered:
+                    self.last_error = reply.error
 
     def _run(self, request: Request) -> Reply:
         if isinstance(request, Generate):
@@ -338,11 +343,7 @@ class Judge:
                        for r, c in zip(requests, raw["completions"], strict=True)]
         except RequestFailed as e:
             replies = [Reply(False, error=str(e), unanswered=True) for _ in requests]
-        with self._lock:
-            for reply in replies:
-                self.usage.add(reply)
-                if reply.unanswered:
-                    self.last_error = reply.error
+        self._record(replies)
         return replies
 
     def _simulate(self, request: Simulate) -> Reply:
@@ -368,19 +369,13 @@ class Judge:
     def map(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> list[Reply]:
         """Replies in request order; an endpoint gets up to `concurrency` requests at once, a backend that decodes
         side by side gets each group of choices (`Choice.group`) at once."""
-        if hasattr(self.backend, "choose"):
+        side_by_side = hasattr(self.backend, "choose")
+        if side_by_side or self.backend.concurrency <= 1 or len(requests) <= 1:
             out: list[Reply] = []
-            for run in _groups(requests):
+            for run in _groups(requests) if side_by_side else [[r] for r in requests]:
                 out.extend(self._run_group(run) if len(run) > 1 else [self.run(run[0])])
                 if progress:
                     progress(len(run))
-            return out
-        if self.backend.concurrency <= 1 or len(requests) <= 1:
-            out = []
-            for r in requests:
-                out.append(self.run(r))
-                if progress:
-                    progress(1)
             return out
         with ThreadPoolExecutor(self.backend.concurrency) as pool:
             futures = [pool.submit(self.run, r) for r in requests]

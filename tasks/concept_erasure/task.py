@@ -287,7 +287,7 @@ class ConceptErasure(Task):
         owner = self._damage_kept_ctx
         by_ctx = lambda v: torch.zeros(n_ctx, dtype=torch.float64).index_add_(0, owner, v).numpy()  # noqa: E731
         out.damage = {
-            "kl": self._per_doc(kl.double().sum(1).numpy()), "tokens": self._per_doc(np.full(n_ctx, width, float)),
+            "kl": self._per_doc(kl.sum(1).numpy()), "tokens": self._per_doc(np.full(n_ctx, width, float)),
             "ce_increase": self._per_doc(self._ce(logp) - self._damage_ce),
             "ce_tokens": self._per_doc(np.full(n_ctx, width - 1, float)),
             "edit": self._per_doc(by_ctx(size)), "norm": self._per_doc(by_ctx(self._damage_x.norm(dim=-1).double())),
