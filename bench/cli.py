@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--train-batch", type=int, default=4096)
     perf.add_argument("--k", type=int, default=32)
     perf.add_argument("--steps", type=int, default=2, help="timed steps per block (--train)")
-    perf.add_argument("--rounds", type=int, default=3, help="interleaved blocks per process; the best counts")
+    perf.add_argument("--rounds", type=int, default=3, help="--train: interleaved blocks per process, the best "
+                      "counts; --autointerp --against: old and new alternated this many times, the median ratio counts")
     perf.add_argument("--warmup", type=int, default=2)
     perf.add_argument("--threads", type=int, default=2)
     perf.add_argument("--saelens-python", default=None,
@@ -354,7 +355,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         from bench.judge_perf import judge_throughput
 
         rows = judge_throughput(args.judge, args.features, not args.no_server, args.threads, Console(),
-                                against=args.against)
+                                against=args.against,
+                                rounds=args.rounds if args.against else 1)
         if args.json:
             atomic_write_json(Path(args.json), {"measurements": rows})
         return 0

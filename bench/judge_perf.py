@@ -5,7 +5,8 @@ harvests it) at the autointerp task's default sizes, with the response cache off
 A scored sample is one detection, fuzzing or simulation request; the explanations' time counts (it is part of
 scoring a feature) but they are not samples. With `against=REV` the same measurement also runs on the code of
 commit REV (checked out in a temporary git worktree) in the same run on the same features, alternating old and
-new, so the speed-up is a ratio taken on one machine in one hour. Every measurement runs in its own interpreter
+new (`rounds` times: the median of the per-round ratios is the figure to quote, one round moved by ~±5% on 2
+shared cores), so the speed-up is a ratio taken on one machine in one hour. Every measurement runs in its own interpreter
 (the tree's own modules); loading the model and harvesting are not timed.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,9 +106,12 @@ def _worktree(rev: str, where: Path) -> Path:
 
 
 def judge_throughput(judge: str = "qwen2.5-coder-1.5b", n_features: int = 4, server: bool = True, threads: int = 2,
-                     console: Console | None = None, against: str | None = None) -> list[dict[str, Any]]:
+                     console: Console | None = None, against: str | None = None,
+                     rounds: int = 1) -> list[dict[str, Any]]:
     from tasks.autointerp import AutoInterp
 
+    if rounds < 1:
+        raise BenchError(f"--rounds {rounds}: give at least 1")
     console = console or Console()
     # Features need enough contexts for today's sizes; the same features serve an older commit's (smaller) sizes.
     min_contexts = AutoInterp().sizes.min_contexts
@@ -118,24 +123,41 @@ def judge_throughput(judge: str = "qwen2.5-coder-1.5b", n_features: int = 4, ser
             trees.insert(0, (against, _worktree(against, Path(tmp))))
         try:
             for path in paths:
-                for code, tree in trees:
-                    with console.status(f"{path} {judge}, code {code}: {n_features} features …"):
-                        rows.append({"code": code, "path": path,
-                                     **_measure(tree, judge, n_features, threads, path, min_contexts)})
+                for r in range(rounds):
+                    for code, tree in trees:
+                        with console.status(f"{path} {judge}, code {code}, round {r + 1} of {rounds}: "
+                                            f"{n_features} features …"):
+                            rows.append({"code": code, "path": path, "round": r + 1,
+                                         **_measure(tree, judge, n_features, threads, path, min_contexts)})
         finally:
             if against:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(Path(tmp) / "tree")],
                                capture_output=True)
     table = Table(title=f"autointerp judge throughput ({threads} threads, response cache off)")
-    for col in ("code", "path", "judge", "features", "samples", "failed", "seconds", "samples / s", "prompt tok/s"):
+    for col in ("code", "path", "round", "judge", "features", "samples", "failed", "seconds", "samples / s",
+                "prompt tok/s"):
         table.add_column(col, justify="left" if col in ("code", "path", "judge") else "right")
     for r in rows:
-        table.add_row(r["code"], r["path"], r["judge"], str(r["features"]), str(r["samples"]), str(r["failed"]),
-                      f"{r['seconds']:.1f}", f"{r['samples_per_s']:.2f}", f"{r['prompt_tokens_per_s']:.0f}")
+        table.add_row(r["code"], r["path"], str(r["round"]), r["judge"], str(r["features"]), str(r["samples"]),
+                      str(r["failed"]), f"{r['seconds']:.1f}", f"{r['samples_per_s']:.2f}",
+                      f"{r['prompt_tokens_per_s']:.0f}")
     console.print(table)
-    for path in paths:
-        mine = [r for r in rows if r["path"] == path]
-        if len(mine) == 2 and mine[0]["samples_per_s"] > 0:
-            console.print(f"{path}: working tree / {against}: {mine[1]['samples_per_s'] / mine[0]['samples_per_s']:.2f}x "
-                          "scored samples per second")
+    if against:
+        for path in paths:
+            ratios = speedups(rows, path)
+            if ratios:
+                each = ", ".join(f"{x:.2f}" for x in ratios)
+                console.print(f"{path}: working tree / {against}: {statistics.median(ratios):.2f}x scored samples per "
+                              f"second" + (f" (median of {len(ratios)} rounds: {each})" if len(ratios) > 1 else ""))
     return rows
+
+
+def speedups(rows: list[dict[str, Any]], path: str) -> list[float]:
+    """Per round, the working tree's samples per second over the older commit's on `path`."""
+    out = []
+    for r in sorted({row["round"] for row in rows if row["path"] == path}):
+        old, new = (next((row for row in rows if row["path"] == path and row["round"] == r
+                          and (row["code"] == "working tree") == mine), None) for mine in (False, True))
+        if old and new and old["samples_per_s"] > 0:
+            out.append(new["samples_per_s"] / old["samples_per_s"])
+    return out

@@ -33,11 +33,14 @@ class MatryoshkaSAE(BatchTopKSAE):
         return {**super().config(), "n_prefixes": self.n_prefixes}
 
     def recon_loss(self, x: torch.Tensor, codes):
-        losses = []
-        for size in self.prefix_sizes:
-            part = codes if size >= self.d_dict else codes.restrict(codes.cols < size)
-            recon = part.decode(self.W_dec) + self.b_dec
+        # Each prefix's reconstruction is the previous one plus its new latents' part, so every code entry is
+        # decoded (and differentiated) once, not once per prefix that holds it.
+        losses, recon, lo = [], self.b_dec, 0
+        for hi in self.prefix_sizes:
+            if hi > lo:
+                recon = recon + codes.columns(lo, hi).decode(self.W_dec[lo:hi])
             losses.append((recon - x).pow(2).mean())
+            lo = max(lo, hi)
         return torch.stack(losses).mean(), recon
 
 
@@ -46,6 +49,7 @@ class SAEMatryoshka(TopKFamily):
     n_prefixes: int = positive(5)  # nested sizes m/16, m/8, m/4, m/2, m
 
     name = "sae-matryoshka"
+    version = 2  # 2: each code entry decoded once (prefix reconstructions as running sums): other float rounding
     description = "sparse autoencoder, nested Matryoshka prefixes with BatchTopK (Bussmann et al. 2025)"
 
     def build(self, d_in: int, d_dict: int) -> MatryoshkaSAE:

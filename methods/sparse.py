@@ -59,9 +59,13 @@ class Codes:
         return torch.zeros(self.batch, self.d_dict, dtype=self.vals.dtype, device=self.vals.device).index_put(
             (self.rows, self.cols), self.vals)
 
-    def restrict(self, keep: torch.Tensor) -> "Codes":
-        """Zero the values where `keep` (same shape as vals, or `[m]` for dense) is False, keeping the layout."""
-        return self.with_vals(self.vals * keep)
+    def columns(self, lo: int, hi: int) -> "Codes":
+        """The entries of latents lo..hi-1 alone, as codes of a `[hi - lo]` dictionary (decode them with
+        `W_dec[lo:hi]`): a slice when dense, the sub-list (rows still sorted) when sparse."""
+        if self.rows is None:
+            return Codes(self.vals[:, lo:hi], self.cols[lo:hi] - lo, self.batch, hi - lo)
+        idx = ((self.cols >= lo) & (self.cols < hi)).nonzero().squeeze(1)
+        return Codes(self.vals[idx], self.cols[idx] - lo, self.batch, hi - lo, self.rows[idx])
 
 
 def _crow(rows: torch.Tensor, batch: int) -> torch.Tensor:

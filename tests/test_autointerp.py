@@ -288,11 +288,23 @@ def test_an_answer_does_not_depend_on_what_the_cache_held_before(smol):
     assert explained.completion_tokens > 0
     # exactly: a resumed run's cached answers and a fresh run's agree bit for bit
     assert [cold(m) for m in prompts] == warm == backwards
+    # readouts keep the whole blocks they share (completions take their rest as one piece): the same bits cold,
+    # after the other readout, and after a completion of the same tokens in the other layout
     assert len(smol._prompt(prompts[-1])[0]) > smol._prompt(prompts[-1])[1] + 3 * llamacpp.BLOCK
-    read = [smol.readout(m, ["yes"], [0], ["yes", "no"]) for m in prompts[-2:]]
-    smol._kv.clear()
-    smol.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-    assert smol.readout(prompts[-1], ["yes"], [0], ["yes", "no"]) == read[1]
+
+    def read(m):
+        return smol.readout(m, ["yes"], [0], ["yes", "no"])
+
+    warm = [read(m) for m in prompts[-2:]]
+    backwards = [read(m) for m in reversed(prompts[-2:])][::-1]
+    smol.complete(prompts[-1], 1, 0)
+    after = read(prompts[-1])
+    fresh = []
+    for m in prompts[-2:]:
+        smol._kv.clear()
+        smol.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        fresh.append(read(m))
+    assert fresh == warm == backwards and after == warm[1]
 
 
 def test_readout_matches_greedy_next_token(smol):
@@ -331,6 +343,36 @@ def test_choose_decodes_a_group_side_by_side_as_a_function_of_the_group(smol, mo
     split = smol.choose(prompts, 20)
     assert len(split) == len(prompts) and all(abs(p_yes(a) - p_yes(b)) < 0.06 for a, b in zip(split, group, strict=True))
     assert smol.choose(prompts, 20) == split
+
+
+def test_readouts_read_a_group_side_by_side_at_every_slot(smol):
+    from bench.judge.base import Judge, Simulate
+
+    system = ("system", "You simulate a neuron. For each token write the token, a tab, and a digit 0-9.")
+    texts = [["the", " cat", " sat"], ["money", " from", " the", " bank"], ["the", " river", " bank", " flooded"]]
+    requests = [(system, ("user", f"Neuron description: the word bank\nText: {''.join(t)}\nAnswer:"))
+                for t in texts]
+    args = [([p for tok in t for p in (f"{tok}\t", "unknown\n")], list(range(0, 2 * len(t), 2))) for t in texts]
+    digits = [str(i) for i in range(10)]
+    group = smol.readouts([(m, p, s) for m, (p, s) in zip(requests, args, strict=True)], digits)
+    alone = [smol.readout(m, p, s, digits) for m, (p, s) in zip(requests, args, strict=True)]
+    # every slot of every prompt read from its own sequence: the same tables up to another batch shape's rounding
+    # (a slot read at a wrong row, or a sequence that saw another's tokens, would move them wholesale)
+    for g, a in zip(group, alone, strict=True):
+        assert g["prompt_tokens"] == a["prompt_tokens"] and len(g["tables"]) == len(a["tables"]) > 2
+        for tg, ta in zip(g["tables"], a["tables"], strict=True):
+            assert tg.keys() == ta.keys() == set(digits)
+            assert max(abs(np.exp(tg[d]) - np.exp(ta[d])) for d in digits) < 0.06, (tg, ta)
+    smol.complete((("user", "Something else entirely, and longer than the rest."),), 3, 0)
+    assert smol.readouts([(m, p, s) for m, (p, s) in zip(requests, args, strict=True)], digits) == group
+    # through the judge: a group of simulations is one cached call, its answers the backend's grouped ones
+    judge = Judge(smol)
+    sims = [Simulate(m, tuple(t), group="simulation:0") for m, t in zip(requests, texts, strict=True)]
+    replies = judge.map(sims)
+    assert [r.ok for r in replies] == [True] * 3 and judge.usage.requests == 3
+    expect = [[sum(int(d) * np.exp(lp) for d, lp in t.items()) / sum(np.exp(lp) for lp in t.values())
+               for t in g["tables"]] for g in group]
+    assert [v for r in replies for v in r.value] == pytest.approx([v for e in expect for v in e], abs=1e-9)
 
 
 @pytest.mark.slow

@@ -31,3 +31,37 @@ def test_short_training_orders_the_prefixes(store):
     freq = (codes != 0).float().mean(0)
     first = sae.prefix_sizes[0]
     assert freq[:first].mean() > freq[first:].mean()
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_running_prefix_sums_equal_each_prefix_decoded_alone(sparse):
+    """The loss and its gradients equal the definition (each prefix's codes decoded on their own), sparse or dense,
+    with repeated prefix sizes (a small dictionary)."""
+    from methods.sparse import Codes
+
+    g = torch.Generator().manual_seed(0)
+    sae = MatryoshkaSAE(d_in=6, d_dict=20, k=4, n_prefixes=6)  # sizes [1, 1, 2, 5, 10, 20]
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.randn(20, 6, generator=g))
+        sae.b_dec.copy_(torch.randn(6, generator=g))
+    x = torch.randn(5, 6, generator=g)
+    dense = torch.relu(torch.randn(5, 20, generator=g)) * (torch.rand(5, 20, generator=g) < 0.4)
+    rows, cols = dense.nonzero(as_tuple=True)
+
+    def codes(vals):
+        return Codes(vals[rows, cols], cols, 5, 20, rows) if sparse else Codes(vals, torch.arange(20), 5, 20)
+
+    vals = dense.clone().requires_grad_(True)
+    loss, recon = sae.recon_loss(x, codes(vals))
+    loss.backward()
+    got = (loss.item(), recon.detach(), vals.grad.clone(), sae.W_dec.grad.clone(), sae.b_dec.grad.clone())
+    sae.zero_grad()
+    vals = dense.clone().requires_grad_(True)
+    want = torch.stack([((vals[:, :s] @ sae.W_dec[:s] + sae.b_dec - x) ** 2).mean() for s in sae.prefix_sizes]).mean()
+    want.backward()
+    assert sae.prefix_sizes == [1, 1, 2, 5, 10, 20]
+    assert got[0] == pytest.approx(want.item(), rel=1e-6)
+    assert torch.allclose(got[1], dense @ sae.W_dec + sae.b_dec, atol=1e-5)
+    mask = dense != 0 if sparse else torch.ones_like(dense, dtype=torch.bool)  # sparse: gradients at entries only
+    assert torch.allclose(got[2][mask], vals.grad[mask], atol=1e-6)
+    assert torch.allclose(got[3], sae.W_dec.grad, atol=1e-6) and torch.allclose(got[4], sae.b_dec.grad, atol=1e-6)

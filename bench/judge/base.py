@@ -6,6 +6,8 @@ A backend knows how to reach a model (`llama.cpp` in-process, or any OpenAI-comp
 - optionally `readout(messages, pieces, slots, candidates)`: the assistant reply is pre-filled with `pieces`, and
   the log-probabilities of `candidates` are read at the end of each piece listed in `slots`, in one forward pass
   (Bills et al.'s "all at once" simulation; only an in-process model can do this).
+- optionally `choose(prompts, logprobs)` and `readouts(requests, candidates)`: several one-token completions or
+  readouts decoded side by side, answered as a function of the whole list (a group, see `Choice`).
 
 `Judge` turns three requests into those calls: `Generate` (an explanation), `Choice` (the probability of "yes"
 among yes/no) and `Simulate` (an expected 0..9 activation per token). It adds an on-disk response cache keyed by
@@ -129,10 +131,12 @@ class Choice:
 
 @dataclass(frozen=True)
 class Simulate:
-    """Expected activation 0..9 per token of an excerpt; the reply has one `token<TAB>value` line per token."""
+    """Expected activation 0..9 per token of an excerpt; the reply has one `token<TAB>value` line per token.
+    `group`: as `Choice.group`, for a backend that reads out several simulations side by side (`readouts`)."""
 
     messages: tuple[Message, ...]
     tokens: tuple[str, ...]
+    group: str = ""
 
 
 Request = Generate | Choice | Simulate
@@ -332,32 +336,34 @@ class Judge:
         error = "" if p is not None else f"reply {c.text[:20]!r} is none of {'/'.join(request.options)}"
         return Reply(p is not None, p, error, c.prompt_tokens, c.completion_tokens, cached)
 
-    def _run_group(self, requests: Sequence[Choice]) -> list[Reply]:
-        """A group of choices through the backend's `choose`, cached as one (see `Choice`)."""
+    def _run_group(self, requests: Sequence[Choice | Simulate]) -> list[Reply]:
+        """A group through the backend's `choose` or `readouts`, cached as one (see `Choice`)."""
         messages = [r.messages for r in requests]
         try:
-            raw, cached = self._cached("choose", {"messages": messages, "logprobs": CHOICE_LOGPROBS},
-                                       lambda: {"completions": [asdict(c) for c in
-                                                                self.backend.choose(messages, CHOICE_LOGPROBS)]})
-            replies = [self._choice_reply(r, Completion(**c), cached)
-                       for r, c in zip(requests, raw["completions"], strict=True)]
+            if isinstance(requests[0], Choice):
+                raw, cached = self._cached("choose", {"messages": messages, "logprobs": CHOICE_LOGPROBS},
+                                           lambda: {"completions": [asdict(c) for c in
+                                                                    self.backend.choose(messages, CHOICE_LOGPROBS)]})
+                replies = [self._choice_reply(r, Completion(**c), cached)
+                           for r, c in zip(requests, raw["completions"], strict=True)]
+            else:
+                args = [_readout_args(r) for r in requests]
+                raw, cached = self._cached(
+                    "readouts", {"messages": messages, "pieces": [a[0] for a in args], "slots": [a[1] for a in args]},
+                    lambda: {"readouts": self.backend.readouts([(r.messages, *a) for r, a in
+                                                                zip(requests, args, strict=True)], DIGITS)})
+                replies = [_readout_reply(t, cached) for t in raw["readouts"]]
         except RequestFailed as e:
             replies = [Reply(False, error=str(e), unanswered=True) for _ in requests]
         self._record(replies)
         return replies
 
     def _simulate(self, request: Simulate) -> Reply:
-        lines = [f"{t}\t" for t in request.tokens]
         if hasattr(self.backend, "readout"):
-            # Pre-fill the reply "token<TAB>unknown" per line and read the digit distribution after each tab.
-            pieces = [p for line in lines for p in (line, "unknown\n")]
-            slots = list(range(0, len(pieces), 2))
+            pieces, slots = _readout_args(request)
             raw, cached = self._cached("readout", {"messages": request.messages, "pieces": pieces, "slots": slots},
                                        lambda: self.backend.readout(request.messages, pieces, slots, DIGITS))
-            values = [digit_expectation(t) for t in raw["tables"]]
-            if any(v is None for v in values):
-                return Reply(False, error="no digit probabilities", cached=cached)
-            return Reply(True, values, "", raw["prompt_tokens"], 0, cached)
+            return _readout_reply(raw, cached)
         c, cached = self._complete(request.messages, 6 * len(request.tokens) + 16, 10)
         try:
             values = parse_simulation(c, len(request.tokens))
@@ -368,11 +374,12 @@ class Judge:
 
     def map(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> list[Reply]:
         """Replies in request order; an endpoint gets up to `concurrency` requests at once, a backend that decodes
-        side by side gets each group of choices (`Choice.group`) at once."""
-        side_by_side = hasattr(self.backend, "choose")
+        side by side gets each group of choices or simulations (`Choice.group`) at once."""
+        side_by_side = tuple(t for t, call in ((Choice, "choose"), (Simulate, "readouts"))
+                             if hasattr(self.backend, call))
         if side_by_side or self.backend.concurrency <= 1 or len(requests) <= 1:
             out: list[Reply] = []
-            for run in _groups(requests) if side_by_side else [[r] for r in requests]:
+            for run in _groups(requests, side_by_side):
                 out.extend(self._run_group(run) if len(run) > 1 else [self.run(run[0])])
                 if progress:
                     progress(len(run))
@@ -394,13 +401,27 @@ class Judge:
             return out
 
 
-def _groups(requests: Sequence[Request]) -> list[list[Request]]:
-    """Requests in order, consecutive choices of one non-empty group together, everything else alone."""
+def _groups(requests: Sequence[Request], kinds: tuple[type, ...]) -> list[list[Request]]:
+    """Requests in order, consecutive requests of one of `kinds` and one non-empty group together, the rest alone."""
     out: list[list[Request]] = []
     for r in requests:
         last = out[-1][-1] if out else None
-        if isinstance(r, Choice) and r.group and isinstance(last, Choice) and last.group == r.group:
+        if (isinstance(r, kinds) and getattr(r, "group", "") and type(last) is type(r)
+                and getattr(last, "group", "") == r.group):
             out[-1].append(r)
         else:
             out.append([r])
     return out
+
+
+def _readout_args(request: Simulate) -> tuple[list[str], list[int]]:
+    """The pre-filled reply "token<TAB>unknown" per line, and the pieces after whose tab the digits are read."""
+    pieces = [p for t in request.tokens for p in (f"{t}\t", "unknown\n")]
+    return pieces, list(range(0, len(pieces), 2))
+
+
+def _readout_reply(raw: dict[str, Any], cached: bool) -> Reply:
+    values = [digit_expectation(t) for t in raw["tables"]]
+    if any(v is None for v in values):
+        return Reply(False, error="no digit probabilities", cached=cached)
+    return Reply(True, values, "", raw["prompt_tokens"], 0, cached)

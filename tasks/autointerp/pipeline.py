@@ -3,7 +3,7 @@
 Stage 1 asks the explainer for every feature's explanation; stage 2 sends every scoring request at once (so an
 endpoint sees `concurrency` requests in flight), ordered by scorer and then by feature: an in-process judge keeps
 the longest common prefix in its KV cache, so each scorer's instructions are evaluated once and each feature's
-explanation once per scorer, and it decodes a feature's yes/no samples of one scorer side by side in one batch
+explanation once per scorer, and it decodes a feature's samples of one scorer side by side in one batch
 (`Choice.group`). A failed or malformed reply drops that sample; a feature without an explanation is unscored.
 
 Three scores per feature:
@@ -96,13 +96,13 @@ def _jobs(i: int, ex: Examples, sizes: Sizes, g: np.random.Generator) -> list[_J
 
 
 def _request(job: _Job, explanation: str, strings: Mapping[int, str]):
-    """The job's request; a feature's yes/no samples of one scorer form a group (`Choice.group`), which a judge
+    """The job's request; a feature's samples of one scorer form a group (`Choice.group`), which a judge
     that decodes side by side answers at once and a rerun rebuilds identically."""
     if job.scorer == "detection":
         return replace(detect_request(job.excerpt, explanation, strings), group=f"detection:{job.feature}")
     if job.scorer == "fuzzing":
         return replace(fuzz_request(job.excerpt, job.marks, explanation, strings), group=f"fuzzing:{job.feature}")
-    return simulate_request(job.excerpt, explanation, strings)
+    return replace(simulate_request(job.excerpt, explanation, strings), group=f"simulation:{job.feature}")
 
 
 def interpret(features: list[Feature], tokens: np.ndarray, strings: Mapping[int, str], judge: Judge, sizes: Sizes,

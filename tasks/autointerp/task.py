@@ -71,7 +71,8 @@ class AutoInterp(Task):
     encode_batch: int = positive(16)  # contexts encoded at once
 
     name = "autointerp"
-    version = 2  # activating excerpts across quantiles, non-firing negatives, fuzzing, prefix-first prompts
+    version = 3  # 2: excerpts across quantiles, non-firing negatives, fuzzing, prefix-first prompts; 3: the judge's
+    # answers in canonical pieces, a feature's samples of one scorer decoded side by side, flash attention
     description = "explain features with an LLM judge, score by simulation and detection; judge calibrated on controls"
     needs_model = True  # the subject model's tokenizer turns token ids back into text
     needs_judge = True
