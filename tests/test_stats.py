@@ -105,6 +105,14 @@ def test_unpaired_when_units_differ():
     assert compare_p(a, c) > 0.05
 
 
+def test_unpaired_p_of_a_pair_does_not_depend_on_its_order():
+    rng = np.random.default_rng(6)
+    for n_b in (40, 25):  # equal sizes (where one random stream served both orders) and unequal
+        a = Evidence("feature", [f"a{i}" for i in range(40)], "mean", {"x": rng.normal(0.53, 0.16, 40)})
+        b = Evidence("feature", [f"b{i}" for i in range(n_b)], "mean", {"x": rng.normal(0.48, 0.16, n_b)})
+        assert 0.001 < unpaired_p(a, b) == unpaired_p(b, a) == compare_p(b, a) < 1
+
+
 def test_holm_by_hand():
     # sorted p: 0.01 <= 0.05/3, 0.02 <= 0.05/2, 0.04 <= 0.05/1: all rejected
     assert holm({"a": 0.02, "b": 0.01, "c": 0.04}) == {"a": True, "b": True, "c": True}

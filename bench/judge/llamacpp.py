@@ -31,7 +31,7 @@ from bench.judge.base import Completion, JudgeConfig, Message, RequestFailed
 from bench.judge.weights import judge_weights
 
 
-MAX_GROUP = 32  # prompts `choose` decodes side by side: KV sequences 1..MAX_GROUP (0 holds the shared prefix)
+MAX_GROUP = 32  # prompts `choose` and `readouts` decode side by side: KV sequences 1..MAX_GROUP (0 holds the shared prefix)
 BLOCK = 32  # tokens per canonical piece after a readout's first message: what readouts can share beyond it
 
 
