@@ -44,6 +44,17 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return m.group("name"), params
 
 
+def method_matches(label: str, patterns: typing.Iterable[str]) -> bool:
+    """Whether the method of a dictionary label (a spec, with or without a seed suffix) matches one of `patterns`
+    (names, or shell patterns such as `sae-*`)."""
+    from fnmatch import fnmatch
+
+    from bench.seeds import split_seed
+
+    name = parse_spec(split_seed(label)[0])[0]
+    return any(fnmatch(name, p) for p in patterns)
+
+
 def expand_spec(spec: str) -> list[str]:
     """`"sae-relu[l1_coeff=1e-3|3e-3,tied=true]"` -> one spec per combination of swept values."""
     name, params = parse_spec(spec)

@@ -34,7 +34,7 @@ from bench.harvest import HarvestSpec
 from bench.io import fingerprint
 from bench.results import read_result, result_path
 from bench.seeds import seed_label, split_seed
-from bench.specs import canonical_label, expand_spec, parse_spec
+from bench.specs import canonical_label, expand_spec, method_matches, parse_spec
 from methods.base import Method
 from methods.sae import SAEMethod
 from methods.trainer import VERSION as TRAINER_VERSION
@@ -195,11 +195,8 @@ def explicit_methods(cfg: RunConfig) -> set[str]:
 def runs_on(cfg: RunConfig, task_name: str, label: str) -> bool:
     """Whether task `task_name` evaluates method `label` (a dictionary's label): every method, unless
     `cfg.task_methods` narrows the task (the default preset's autointerp); a method named in `methods` always is."""
-    from fnmatch import fnmatch
-
     patterns = cfg.task_methods.get(task_name, ("all",))
-    name = parse_spec(split_seed(label)[0])[0]
-    return "all" in patterns or any(fnmatch(name, p) for p in patterns) or name in explicit_methods(cfg)
+    return "all" in patterns or method_matches(label, (*patterns, *explicit_methods(cfg)))
 
 
 def side_work(side: Side, built: list[tuple[str, Method]], task_list: list[tuple[str, Task]]):

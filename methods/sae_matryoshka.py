@@ -40,7 +40,7 @@ class MatryoshkaSAE(BatchTopKSAE):
             if hi > lo:
                 recon = recon + codes.columns(lo, hi).decode(self.W_dec[lo:hi])
             losses.append((recon - x).pow(2).mean())
-            lo = max(lo, hi)
+            lo = hi  # sizes never decrease (repeated ones add nothing)
         return torch.stack(losses).mean(), recon
 
 

@@ -26,7 +26,6 @@ A board with autointerp columns also says how each method compares with `neurons
 from __future__ import annotations
 
 import math
-from fnmatch import fnmatch
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.seeds import split_seed
+from bench.specs import method_matches
 from bench.stats import Evidence, IntervalInfo, compare_p, rank_groups, seed_p, t_interval
 
 if TYPE_CHECKING:
@@ -406,7 +406,7 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
             # only what the narrowing left out: a method it names but without a result failed, it was not skipped
             if missing := [r.method for r in board.rows
                            if r.group == "all" and r.reference is None and r.method not in have
-                           and not any(fnmatch(split_seed(r.method)[0].split("[")[0], p) for p in patterns)]:
+                           and not method_matches(r.method, patterns)]:
                 board.notes.append(f"{task} evaluates {', '.join(patterns)} only (the run's --task-methods or preset), "
                                    f"not {', '.join(missing)}: --task-methods {task}=all evaluates every method")
     for key, (copied, explained) in copies.items():

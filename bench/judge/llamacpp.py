@@ -275,13 +275,13 @@ class LlamaCppBackend:
             ends.append(len(tokens) - 1)
         return tokens, anchor, ends
 
+    def _single_tokens(self, candidates: Sequence[str]) -> dict[str, int]:
+        """The candidates that are one token each, with their token ids."""
+        ids = {c: self.llm.tokenize(c.encode(), add_bos=False, special=False) for c in candidates}
+        return {c: t[0] for c, t in ids.items() if len(t) == 1}
+
     def _tables(self, logits: dict[int, np.ndarray], ends: Sequence[int], slots: Sequence[int],
-                candidates: Sequence[str], n_tokens: int) -> dict[str, Any]:
-        ids = {}
-        for c in candidates:
-            t = self.llm.tokenize(c.encode(), add_bos=False, special=False)
-            if len(t) == 1:
-                ids[c] = t[0]
+                ids: dict[str, int], n_tokens: int) -> dict[str, Any]:
         tables = []
         for s in slots:
             lp = _log_softmax(logits[ends[s]])
@@ -293,7 +293,7 @@ class LlamaCppBackend:
         """Log-probabilities of each single-token candidate after each piece in `slots` of a pre-filled reply."""
         tokens, anchor, ends = self._prefilled(messages, pieces)
         return self._tables(self._prefill(tokens, anchor, [ends[s] for s in slots], BLOCK), ends, slots,
-                            candidates, len(tokens))
+                            self._single_tokens(candidates), len(tokens))
 
     def readouts(self, requests: Sequence[tuple[Sequence[Message], Sequence[str], Sequence[int]]],
                  candidates: Sequence[str]) -> list[dict[str, Any]]:
@@ -305,5 +305,6 @@ class LlamaCppBackend:
                                     BLOCK)
         if logits is None:
             return [self.readout(m, p, s, candidates) for m, p, s in requests]
-        return [self._tables(got, ends, r[2], candidates, len(t))
+        ids = self._single_tokens(candidates)
+        return [self._tables(got, ends, r[2], ids, len(t))
                 for (t, _, ends), r, got in zip(built, requests, logits, strict=True)]

@@ -99,10 +99,12 @@ def _request(job: _Job, explanation: str, strings: Mapping[int, str]):
     """The job's request; a feature's samples of one scorer form a group (`Choice.group`), which a judge
     that decodes side by side answers at once and a rerun rebuilds identically."""
     if job.scorer == "detection":
-        return replace(detect_request(job.excerpt, explanation, strings), group=f"detection:{job.feature}")
-    if job.scorer == "fuzzing":
-        return replace(fuzz_request(job.excerpt, job.marks, explanation, strings), group=f"fuzzing:{job.feature}")
-    return replace(simulate_request(job.excerpt, explanation, strings), group=f"simulation:{job.feature}")
+        request = detect_request(job.excerpt, explanation, strings)
+    elif job.scorer == "fuzzing":
+        request = fuzz_request(job.excerpt, job.marks, explanation, strings)
+    else:
+        request = simulate_request(job.excerpt, explanation, strings)
+    return replace(request, group=f"{job.scorer}:{job.feature}")
 
 
 def interpret(features: list[Feature], tokens: np.ndarray, strings: Mapping[int, str], judge: Judge, sizes: Sizes,
