@@ -19,6 +19,7 @@ class RunConfig:
     tasks: tuple[str, ...] = ("all",)
     preset: str = "default"
     device: str = "cpu"
+    eval_dtype: str = "float32"  # evaluation passes' precision (bench.models.EVAL_DTYPES); the harvest is float32
     seed: int = 0  # the base seed: the run's first (or only) seed
     seeds: tuple[int, ...] = ()  # with two or more: every seeded method is fitted and every task run once per seed
     text: str | None = None  # None: the shipped corpus

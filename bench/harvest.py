@@ -107,7 +107,8 @@ def harvest(
             tokens = torch.from_numpy(ctx.tokens[lo:hi]).long()
             acts = torch.empty(hi - lo, spec.ctx_len, model.d_model)
             for b in range(0, hi - lo, batch_size):
-                out = model.activations(tokens[b : b + batch_size], spec.hook)
+                with model.float32():  # whatever --eval-dtype: SAEs train on float32 activations
+                    out = model.activations(tokens[b : b + batch_size], spec.hook)
                 if not torch.isfinite(out).all():
                     raise BenchError(
                         f"NaN or infinite activations at {spec.hook} of {spec.model}: check the model weights "

@@ -259,6 +259,8 @@ def resume_key(cfg: RunConfig, side: Side, method: Method, matched_k: int | None
            "task": task.name, "task_params": asdict(task), "seed": cfg.seed if seed is None else seed}
     if side.control is not None:  # (also in the activations' key; the trained side's key is as it always was)
         key["control"] = side.control
+    if cfg.eval_dtype != "float32":  # (float32's key is as it always was)
+        key["eval_dtype"] = cfg.eval_dtype
     if task.needs_judge:
         key["judge"] = cfg.judge.identity()
     if task.cross_seed:

@@ -85,7 +85,8 @@ class Workspace:
     def model(self, control: str | None = None) -> SubjectModel:
         if control not in self._models:
             self.release_other(control)
-            self._models[control] = load_model(self.cfg.model, self.cfg.device, control, self.cfg.seed)
+            self._models[control] = load_model(self.cfg.model, self.cfg.device, control, self.cfg.seed,
+                                               self.cfg.eval_dtype)
         return self._models[control]
 
     def judge(self) -> Judge:

@@ -69,6 +69,10 @@ PRIMARY = {
     ("disentanglement", "isolation"): "RAVEL isolation",
 }
 
+# A run with --eval-dtype other than float32: its model-pass figures carry that precision's noise.
+EVAL_DTYPE_NOTE = ("evaluation passes in {dtype} (--eval-dtype): every KL carries a noise floor near 6e-4 nats per "
+                   "token; the harvest and the fitted dictionaries are float32")
+
 
 # One headline metric per task: the compact summary table a reader publishes.
 HEADLINE = {
@@ -399,6 +403,9 @@ def build_leaderboards(records: list[dict[str, Any]], method_order: list[str] | 
             knote = f"top-k rows keep each token's k={rec['matched_k']} largest codes (k = the SAE's L0)"
             if knote not in board.notes:
                 board.notes.append(knote)
+        dtype = (rec.get("config") or {}).get("eval_dtype", "float32")
+        if dtype != "float32" and (dnote := EVAL_DTYPE_NOTE.format(dtype=dtype)) not in board.notes:
+            board.notes.append(dnote)
     for key, narrowed in _narrowed_tasks(records).items():
         board = boards[key]
         for task, patterns in narrowed.items():

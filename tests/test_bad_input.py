@@ -56,6 +56,7 @@ SMOKE = ("run", "--preset", "smoke", "--tasks", "reconstruction")
     ((*SMOKE, "--methods", "pca", "--matched-k", "-5"), "--matched-k -5"),
     ((*SMOKE, "--methods", "pca", "--matched-k", "0"), "--matched-k 0"),
     ((*SMOKE, "--methods", "pca", "--seeds", "0,0"), "distinct"),
+    ((*SMOKE, "--methods", "pca", "--eval-dtype", "float16"), "unknown --eval-dtype 'float16'"),
     ((*SMOKE, "--methods", "pca", "--task-methods", "autointerp"), "write TASK=METHOD1,METHOD2"),
     ((*SMOKE, "--methods", "pca", "--task-methods", "autointrep=pca"), "unknown task 'autointrep'"),
     (("run", "--preset", "smoke", "--tasks", "loss_recovered[n_contexts=0]"), "n_contexts=0"),

@@ -72,6 +72,15 @@ def test_a_task_narrowed_to_some_methods_says_which_it_left_out():
     assert not any("evaluates" in n for n in build_leaderboards(records)[0].notes)
 
 
+def test_a_run_in_bf16_says_so_once():
+    records = [{**_record(m, 0.3), "config": {"eval_dtype": "bfloat16"}} for m in ("pca", "neurons")]
+    notes = build_leaderboards(records)[0].notes
+    assert sum("evaluation passes in bfloat16 (--eval-dtype)" in n for n in notes) == 1
+    for r in records:
+        r["config"] = {"eval_dtype": "float32"}
+    assert not any("--eval-dtype" in n for n in build_leaderboards(records)[0].notes)
+
+
 def test_no_group_without_evidence():
     (board,) = build_leaderboards([_record("pca@top8", 0.4, k=8), _record("sae-relu", 0.3, True, 8)], ["pca"])
     assert all(board.rank(r, board.columns[0]) is None for r in board.rows)

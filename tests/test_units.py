@@ -110,6 +110,22 @@ def test_finished_results_are_not_planned_and_foreign_ones_refused(tmp_path):
         plan_evals(cfg, plan, 5)
 
 
+def test_eval_dtype_names_its_results_and_float32_keeps_the_old_keys(tmp_path):
+    from dataclasses import asdict, replace
+
+    from bench.io import fingerprint
+    from bench.units import resume_key
+
+    cfg, plan = _plan(tmp_path, "pca", "reconstruction")
+    side, (_, method), (_, task) = plan.side, plan.methods[0], plan.tasks[0]
+    # float32's key is the one every existing result was written under (the fields as they were before the option)
+    before = {"activations": side.spec.key(), "method": asdict(method), "matched_k": None, "task": task.name,
+              "task_params": asdict(task), "seed": cfg.seed}
+    assert resume_key(cfg, side, method, None, task) == fingerprint(before)
+    bf16 = replace(cfg, eval_dtype="bfloat16")
+    assert resume_key(bf16, side, method, None, task) not in (fingerprint(before), None)
+
+
 def test_batches_scale_to_free_gpu_memory():
     assert scaled_batch(32, 10**6, None) == 32  # the CPU: as configured
     assert scaled_batch(32, 10**6, 80 * 10**9) == 1024  # an 80 GB GPU: capped
