@@ -10,10 +10,10 @@ GGUF weights are dequantised to fp32 once and saved as safetensors under `<cache
 loads take seconds instead of half a minute. Nothing is downloaded at run time.
 
 Evaluation precision (`--eval-dtype`, `EVAL_DTYPES`): float32 by default. bfloat16 runs an evaluation's forward
-passes under autocast (matrix products in bf16, the residual stream, norms and softmax in fp32): 1.9x faster on an
-AVX512-bf16 CPU, at the price of a noise floor of about 6e-4 nats per token in every KL (docs/performance.md). The
-harvest always runs in float32 (`float32()`), so SAEs train on the same activations whatever the setting, and a
-dictionary's edits run in float32 inside a bf16 pass.
+passes under autocast (matrix products in bf16; the residual stream, norms and softmax in fp32): about 1.9x faster
+on an AVX512-bf16 CPU, at the price of a noise floor of about 6e-4 nats per token in every KL (README, "Evaluation
+precision"). The harvest always runs in float32 (`float32()`), so SAEs train on the same activations whatever the
+setting, and a dictionary's edits run in float32 inside a bf16 pass.
 
 Controls (`CONTROLS`, `--control`): the same architecture and tokenizer with re-initialised weights (Heap et al.
 2025, arXiv 2501.17727), drawn by the model's own transformers init scheme from the run seed. A control is part
