@@ -10,9 +10,9 @@ GGUF weights are dequantised to fp32 once and saved as safetensors under `<cache
 loads take seconds instead of half a minute. Nothing is downloaded at run time.
 
 Evaluation precision (`--eval-dtype`, `EVAL_DTYPES`): float32 by default. bfloat16 runs an evaluation's forward
-passes under autocast (matrix products in bf16; the residual stream, norms and softmax in fp32): about 1.9x faster
-on an AVX512-bf16 CPU, at the price of a noise floor of about 6e-4 nats per token in every KL (README, "Evaluation
-precision"). The harvest always runs in float32 (`float32()`), so SAEs train on the same activations whatever the
+passes under autocast (matrix products in bf16; the residual stream, norms and softmax in fp32): a pass about 1.8x
+faster on an AVX512-bf16 CPU (a whole task 1.3-1.5x), at the price of a noise floor of about 6e-4 nats per token in
+every KL (README, "Evaluation precision"). The harvest always runs in float32 (`float32()`), so SAEs train on the same activations whatever the
 setting, and a dictionary's edits run in float32 inside a bf16 pass.
 
 Controls (`CONTROLS`, `--control`): the same architecture and tokenizer with re-initialised weights (Heap et al.
@@ -397,10 +397,10 @@ class SubjectModel:
 
     def _as_hook(self, edit: Callable[[torch.Tensor], torch.Tensor]):
         """`edit` as a TransformerLens hook that runs in float32 inside an autocast pass."""
-        def hook(act: torch.Tensor, hook) -> torch.Tensor:
+        def run(act: torch.Tensor, hook) -> torch.Tensor:
             with self._autocast(enabled=False):
                 return edit(act.float()).to(act.dtype)
-        return hook
+        return run
 
     @torch.inference_mode()
     def activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
