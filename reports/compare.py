@@ -42,7 +42,8 @@ TOLERANCE_FILE = "tolerances.json"
 
 # RunConfig fields that change what a number means; a difference makes two runs incomparable. Left out on purpose:
 # methods and tasks (a method or task on one side only is listed, not an error), seed (a seed-to-seed comparison is
-# legitimate), device, harvest_batch, and the judge's transport settings (concurrency, timeouts, threads, cache).
+# legitimate), device, eval_dtype (noted: a float32-vs-bfloat16 comparison is how one sees what bf16 moves),
+# harvest_batch, and the judge's transport settings (concurrency, timeouts, threads, cache).
 CONFIG_FIELDS = ("model", "preset", "text", "ctx_len", "train_contexts", "eval_contexts", "exclusion", "matched_k",
                  "method_params", "task_params", "judge.judge", "judge.base_url", "judge.model")
 # Per-record identity that must agree too: where the activations came from.
@@ -308,6 +309,10 @@ def check_comparable(baseline: Run, current: Run) -> list[str]:
     if baseline.config.get("seed") != current.config.get("seed"):
         notes.append(f"seeds differ ({baseline.config.get('seed')} vs {current.config.get('seed')}): changes include "
                      "seed-to-seed noise")
+    dtypes = [run.config.get("eval_dtype", "float32") for run in (baseline, current)]
+    if dtypes[0] != dtypes[1]:
+        notes.append(f"evaluation precision differs ({dtypes[0]} vs {dtypes[1]}, --eval-dtype): changes include its "
+                     "rounding, a KL noise floor near 6e-4 nats per token")
     return notes
 
 

@@ -189,6 +189,16 @@ def test_incomparable_configs_exit_2_naming_the_field(tmp_path, field, value):
     assert result.stderr.strip().startswith("error:") and f"'{field}'" in result.stderr, result.stderr
 
 
+def test_another_eval_dtype_is_comparable_and_said(tmp_path):
+    current = copy_run(tmp_path / "current")
+    config = json.loads((current / "config.json").read_text())
+    config["config"]["eval_dtype"] = "bfloat16"
+    (current / "config.json").write_text(json.dumps(config))
+    notes = compare(_baseline(), load_run(current)).notes
+    assert any("evaluation precision differs (float32 vs bfloat16" in n for n in notes), notes
+    assert not any("precision" in n for n in _baseline_comparison().notes)
+
+
 def test_a_missing_result_or_metric_is_a_regression_unless_allowed(tmp_path):
     current = copy_run(tmp_path / "current")
     (path,) = (current / "results").glob("*__kmeans__sparse_probing.json")
